@@ -1,0 +1,79 @@
+// EmbedKit public C++ API.
+//
+//   embedkit::EmbedderOptions opt;           // model = default all-MiniLM-L6-v2
+//   auto emb = embedkit::Embedder::load(opt);
+//   embedkit::Embeddings out = emb->embed({"first text", "second text"});
+//   const float* v0 = out.row(0);            // out.dim floats, same as sentence-transformers
+//
+// Errors in user input (model files, texts, options) throw embedkit::Error with a message
+// naming the file / tensor / field / text at fault.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace embedkit {
+
+class Error;  // std::runtime_error subclass (src/util/error.h; catch std::runtime_error)
+
+inline constexpr const char* kDefaultModel = "sentence-transformers/all-MiniLM-L6-v2";
+
+struct EmbedderOptions {
+  std::string model = kDefaultModel;  // directory, EmbedKit store name or HF hub id (resolved offline)
+  std::string device = "cpu";
+  int threads = 0;                    // 0 = all cores
+  size_t batch_tokens = 8192;         // token budget of one forward pass
+  std::optional<std::string> prompt;       // text prepended to every input
+  std::optional<std::string> prompt_name;  // key of config_sentence_transformers.json "prompts"
+  int dimensions = 0;                 // Matryoshka: keep the first N dims (then re-normalize); 0 = all
+  std::optional<bool> normalize;      // override the model's Normalize module
+};
+
+struct Embeddings {
+  size_t count = 0, dim = 0;
+  std::vector<float> data;  // [count, dim], row i = input i
+  std::vector<uint32_t> token_counts;  // tokens per input after truncation, special tokens included
+  const float* row(size_t i) const { return data.data() + i * dim; }
+};
+
+struct ModelInfo {
+  std::string dir, architecture, model_type;
+  int64_t hidden_size, num_layers, num_heads, vocab_size;
+  size_t max_seq_length, dim;
+  std::string pooling;
+  bool normalize;
+  std::vector<std::string> modules;
+  std::map<std::string, std::string> prompts;
+  std::string default_prompt_name;
+};
+
+struct TokenizedText {
+  std::vector<int32_t> ids;
+  std::vector<std::string> tokens;
+  std::vector<std::pair<uint32_t, uint32_t>> offsets;
+};
+
+class Embedder {
+ public:
+  static std::unique_ptr<Embedder> load(const EmbedderOptions& options);
+  virtual ~Embedder() = default;
+
+  // Embeds all texts: tokenized, sorted by length, packed under the token budget, run, pooled and
+  // post-processed; row i of the result belongs to texts[i]. `progress(done, total)` is called
+  // after each batch.
+  virtual Embeddings embed(const std::vector<std::string>& texts,
+                           const std::function<void(size_t, size_t)>& progress = {}) = 0;
+  // Tokenizes as embed() would (prompt, strip, truncation, special tokens).
+  virtual TokenizedText tokenize(const std::string& text, bool truncate = true) const = 0;
+  virtual ModelInfo info() const = 0;
+};
+
+// Post-processing kernels (CPU).
+void l2_normalize_rows(float* x, size_t rows, size_t dim);
+
+}  // namespace embedkit

@@ -1,0 +1,281 @@
+// `embedkit` command line: embed, tokenize, info.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <simdjson.h>
+
+#include "embedkit/embedkit.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/utf8.h"
+
+using namespace embedkit;
+
+namespace {
+
+struct InputOptions {
+  std::vector<std::string> texts;
+  std::string input;
+  bool jsonl = false;
+};
+
+void add_input_options(CLI::App* cmd, InputOptions& in) {
+  cmd->add_option("text", in.texts, "Texts to process (one per argument)");
+  cmd->add_option("-i,--input", in.input, "Read texts from FILE ('-' = stdin), one per line");
+  cmd->add_flag("--jsonl", in.jsonl, "Input lines are JSON objects with a \"text\" field");
+}
+
+// Reads the texts to work on; every problem names the file and line.
+std::vector<std::string> read_inputs(const InputOptions& in) {
+  std::vector<std::string> out = in.texts;
+  if (!in.input.empty()) {
+    std::ifstream file;
+    std::istream* is = &std::cin;
+    const std::string name = in.input == "-" ? "<stdin>" : in.input;
+    if (in.input != "-") {
+      file.open(in.input, std::ios::binary);
+      if (!file) throw Error(in.input + ": cannot open input file");
+      is = &file;
+    }
+    std::string line;
+    size_t line_no = 0;
+    simdjson::dom::parser parser;
+    while (std::getline(*is, line)) {
+      ++line_no;
+      const std::string where = name + ":" + std::to_string(line_no);
+      if (in.jsonl) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank line
+        auto doc = parser.parse(simdjson::padded_string(line));
+        if (doc.error()) throw Error(where + ": not a JSON object (" + simdjson::error_message(doc.error()) + ")");
+        auto text = doc.value_unsafe()["text"];
+        if (text.error()) throw Error(where + ": JSON object has no \"text\" field");
+        if (!text.value_unsafe().is_string()) throw Error(where + ": \"text\" must be a string");
+        out.emplace_back(text.value_unsafe().get_string().value_unsafe());
+      } else {
+        size_t bad = utf8::first_invalid(line);
+        if (bad != std::string::npos)
+          throw Error(where + ": invalid UTF-8 at byte " + std::to_string(bad + 1) + " of the line");
+        out.push_back(line);
+      }
+    }
+  }
+  for (size_t i = 0; i < in.texts.size(); ++i) {
+    size_t bad = utf8::first_invalid(in.texts[i]);
+    if (bad != std::string::npos)
+      throw Error("argument " + std::to_string(i + 1) + ": invalid UTF-8 at byte offset " + std::to_string(bad));
+  }
+  return out;
+}
+
+void append_float(std::string& s, float v) {
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round-trip form
+  s.append(buf, r.ptr);
+}
+
+void append_json_string(std::string& s, const std::string& v) {
+  s += '"';
+  for (unsigned char c : v) {
+    switch (c) {
+      case '"': s += "\\\""; break;
+      case '\\': s += "\\\\"; break;
+      case '\n': s += "\\n"; break;
+      case '\r': s += "\\r"; break;
+      case '\t': s += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          s += buf;
+        } else {
+          s += char(c);
+        }
+    }
+  }
+  s += '"';
+}
+
+// Progress on stderr when it is a terminal and the work is long.
+struct Progress {
+  bool on;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  explicit Progress(size_t total) : on(isatty(2) && total >= 256) {}
+  void operator()(size_t done, size_t total) const {
+    if (!on) return;
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    int width = 30, fill = int(width * done / total);
+    std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu texts  %.0f texts/s", fill, "##############################",
+                 width - fill, "", done, total, s > 0 ? double(done) / s : 0.0);
+    if (done == total) std::fprintf(stderr, "\n");
+  }
+};
+
+FILE* open_output(const std::string& path, bool binary) {
+  if (path.empty() || path == "-") return stdout;
+  FILE* f = std::fopen(path.c_str(), binary ? "wb" : "w");
+  if (!f) throw Error(path + ": cannot open output file for writing");
+  return f;
+}
+
+void write_npy(FILE* f, const Embeddings& e) {
+  // NPY v1.0: magic, version, header length, dict padded with spaces to a multiple of 64.
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(e.count) + ", " +
+                       std::to_string(e.dim) + "), }";
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
+  std::fwrite(magic, 1, 8, f);
+  uint16_t len = uint16_t(header.size());
+  unsigned char lb[2] = {uint8_t(len & 0xFF), uint8_t(len >> 8)};
+  std::fwrite(lb, 1, 2, f);
+  std::fwrite(header.data(), 1, header.size(), f);
+  std::fwrite(e.data.data(), sizeof(float), e.data.size(), f);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"EmbedKit: text embeddings with sentence-transformers' results, fast on CPU and GPU"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "embedkit 0.1.0");
+
+  EmbedderOptions opt;
+  auto add_model_options = [&](CLI::App* cmd) {
+    cmd->add_option("-m,--model", opt.model,
+                    "Model directory, or hub id resolved offline from EmbedKit's store and the HF cache")
+        ->capture_default_str();
+  };
+
+  // embed
+  auto* embed = app.add_subcommand("embed", "Embed texts (arguments, a file or stdin)");
+  InputOptions embed_in;
+  std::string format = "jsonl", output;
+  std::string prompt, prompt_name;
+  bool no_normalize = false;
+  add_model_options(embed);
+  add_input_options(embed, embed_in);
+  embed->add_option("--device", opt.device, "cpu | cuda | auto")->capture_default_str();
+  embed->add_option("-t,--threads", opt.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  embed->add_option("--batch-tokens", opt.batch_tokens, "Token budget of one forward pass")->capture_default_str();
+  embed->add_option("-f,--format", format, "Output format: jsonl ({\"index\", \"embedding\"} per line) or npy (float32 n x dim)")
+      ->check(CLI::IsMember({"jsonl", "npy"}))
+      ->capture_default_str();
+  embed->add_option("-o,--output", output, "Output file (default stdout)");
+  embed->add_option("--prompt", prompt, "Text prepended to every input");
+  embed->add_option("--prompt-name", prompt_name, "Prompt from the model's config_sentence_transformers.json");
+  embed->add_option("--dimensions", opt.dimensions, "Keep the first N dimensions (Matryoshka), then re-normalize");
+  embed->add_flag("--no-normalize", no_normalize, "Skip the model's Normalize module");
+
+  // tokenize
+  auto* tok = app.add_subcommand("tokenize", "Print token ids, tokens and byte offsets as JSON lines");
+  InputOptions tok_in;
+  bool raw = false, no_truncate = false;
+  add_model_options(tok);
+  add_input_options(tok, tok_in);
+  tok->add_flag("--raw", raw, "tokenizer.json alone: no strip, no prompt, no truncation (what HF tokenizers' encode gives)");
+  tok->add_flag("--no-truncate", no_truncate, "Do not truncate at the model's max_seq_length");
+
+  // info
+  auto* info = app.add_subcommand("info", "Describe a model: architecture, dimensions, pooling, prompts");
+  add_model_options(info);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    if (*embed) {
+      if (!prompt.empty()) opt.prompt = prompt;
+      if (!prompt_name.empty()) opt.prompt_name = prompt_name;
+      if (no_normalize) opt.normalize = false;
+      auto texts = read_inputs(embed_in);
+      if (texts.empty()) throw Error("no input texts: give TEXT arguments or --input FILE");
+      auto emb = Embedder::load(opt);
+      Progress progress(texts.size());
+      Embeddings e = emb->embed(texts, progress);
+      FILE* f = open_output(output, format == "npy");
+      if (format == "npy") {
+        write_npy(f, e);
+      } else {
+        std::string line;
+        for (size_t i = 0; i < e.count; ++i) {
+          line.clear();
+          line += "{\"index\": " + std::to_string(i) + ", \"embedding\": [";
+          const float* r = e.row(i);
+          for (size_t k = 0; k < e.dim; ++k) {
+            if (k) line += ", ";
+            append_float(line, r[k]);
+          }
+          line += "]}\n";
+          std::fwrite(line.data(), 1, line.size(), f);
+        }
+      }
+      if (f != stdout) std::fclose(f);
+      else std::fflush(stdout);
+    } else if (*tok) {
+      auto texts = read_inputs(tok_in);
+      if (texts.empty()) throw Error("no input texts: give TEXT arguments or --input FILE");
+      std::unique_ptr<Tokenizer> raw_tok;
+      std::unique_ptr<Embedder> emb;
+      emb = Embedder::load(opt);
+      if (raw) raw_tok = std::make_unique<Tokenizer>(Tokenizer::from_file(emb->info().dir + "/tokenizer.json"));
+      std::string line;
+      for (size_t i = 0; i < texts.size(); ++i) {
+        TokenizedText t;
+        if (raw) {
+          Encoding e;
+          try {
+            e = raw_tok->encode(texts[i], true, 0);
+          } catch (const Error& err) {
+            throw Error("input " + std::to_string(i) + ": " + err.what());
+          }
+          t.ids = e.ids;
+          t.offsets = e.offsets;
+          for (int32_t id : e.ids) t.tokens.push_back(raw_tok->id_to_token(id));
+        } else {
+          t = emb->tokenize(texts[i], !no_truncate);
+        }
+        line = "{\"index\": " + std::to_string(i) + ", \"ids\": [";
+        for (size_t k = 0; k < t.ids.size(); ++k) line += (k ? ", " : "") + std::to_string(t.ids[k]);
+        line += "], \"tokens\": [";
+        for (size_t k = 0; k < t.tokens.size(); ++k) {
+          if (k) line += ", ";
+          append_json_string(line, t.tokens[k]);
+        }
+        line += "], \"offsets\": [";
+        for (size_t k = 0; k < t.offsets.size(); ++k)
+          line += (k ? ", [" : "[") + std::to_string(t.offsets[k].first) + ", " + std::to_string(t.offsets[k].second) + "]";
+        line += "]}\n";
+        std::fwrite(line.data(), 1, line.size(), stdout);
+      }
+    } else if (*info) {
+      auto emb = Embedder::load(opt);
+      ModelInfo i = emb->info();
+      std::printf("model dir:        %s\n", i.dir.c_str());
+      std::printf("architecture:     %s (model_type %s)\n", i.architecture.c_str(), i.model_type.c_str());
+      std::printf("layers / heads:   %lld / %lld, hidden %lld, vocab %lld\n", (long long)i.num_layers,
+                  (long long)i.num_heads, (long long)i.hidden_size, (long long)i.vocab_size);
+      std::printf("max_seq_length:   %zu tokens\n", i.max_seq_length);
+      std::printf("pooling:          %s\n", i.pooling.c_str());
+      std::printf("normalize:        %s\n", i.normalize ? "yes" : "no");
+      std::printf("dimensions:       %zu\n", i.dim);
+      std::printf("modules:         ");
+      for (auto& m : i.modules) std::printf(" %s", m.c_str());
+      std::printf("\n");
+      std::printf("prompts:          %s\n", i.prompts.empty() ? "(none)" : "");
+      for (auto& [k, v] : i.prompts) std::printf("  %s%s: \"%s\"\n", k.c_str(), k == i.default_prompt_name ? " (default)" : "", v.c_str());
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "embedkit: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

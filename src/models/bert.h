@@ -1,0 +1,48 @@
+// BERT-family encoder (BERT, RoBERTa, XLM-R weights), fp32 on CPU, on packed batches.
+// Mirrors transformers' modeling_bert.py: BertEmbeddings → N × BertLayer (self-attention,
+// BertSelfOutput add+LN, BertIntermediate GELU, BertOutput add+LN). The pooler is not used by
+// sentence-transformers and is not loaded.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "loader/model_files.h"
+#include "loader/safetensors.h"
+#include "ops/cpu_ops.h"
+
+namespace embedkit {
+
+// A packed batch: S sequences laid end to end, no padding.
+struct PackedBatch {
+  std::vector<int32_t> ids;        // [T]
+  std::vector<int32_t> type_ids;   // [T]
+  std::vector<int32_t> positions;  // [T] position within its sequence
+  std::vector<int32_t> cu_seqlens; // [S+1]
+  int64_t tokens() const { return int64_t(ids.size()); }
+  int64_t sequences() const { return int64_t(cu_seqlens.size()) - 1; }
+};
+
+class BertModel {
+ public:
+  BertModel(const TransformerConfig& cfg, const WeightStore& weights);
+  // hidden[T, d] ← last hidden state for every token of the batch.
+  void forward(const PackedBatch& batch, std::vector<float>& hidden);
+  int64_t hidden_size() const { return cfg_.hidden_size; }
+
+ private:
+  struct Layer {
+    std::vector<float> w_qkv, b_qkv;  // [3d, d], [3d]: query | key | value stacked
+    std::vector<float> w_attn_out, b_attn_out, ln1_g, ln1_b;
+    std::vector<float> w_inter, b_inter;  // [i, d]
+    std::vector<float> w_out, b_out, ln2_g, ln2_b;  // [d, i]
+  };
+  TransformerConfig cfg_;
+  cpu::Activation act_;
+  std::vector<float> word_emb_, pos_emb_, type_emb_, emb_ln_g_, emb_ln_b_;
+  std::vector<Layer> layers_;
+  // Workspace, grown to the largest batch seen and reused (no allocation per batch after warm-up).
+  std::vector<float> qkv_, ctx_, tmp_, inter_;
+};
+
+}  // namespace embedkit

@@ -1,0 +1,297 @@
+// Embedder: text → tokenize → sort by length → pack under a token budget → forward → pool →
+// Dense → Normalize → Matryoshka truncation → rows back in input order.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <numeric>
+
+#include "embedkit/embedkit.h"
+#include "loader/model_files.h"
+#include "loader/safetensors.h"
+#include "models/bert.h"
+#include "ops/cpu_ops.h"
+#include "pipeline/pooling.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
+#include "util/error.h"
+#include "util/utf8.h"
+
+namespace embedkit {
+
+namespace fs = std::filesystem;
+
+void l2_normalize_rows(float* x, size_t rows, size_t dim) {
+  for (size_t r = 0; r < rows; ++r) {
+    float* v = x + r * dim;
+    double ss = 0;
+    for (size_t i = 0; i < dim; ++i) ss += double(v[i]) * v[i];
+    const float inv = 1.0f / std::max(float(std::sqrt(ss)), 1e-12f);  // torch F.normalize eps
+    for (size_t i = 0; i < dim; ++i) v[i] *= inv;
+  }
+}
+
+namespace {
+
+struct DenseLayer {
+  DenseConfig cfg;
+  std::vector<float> w, b;
+  cpu::Activation act;
+};
+
+// sentence-transformers Transformer.tokenize: str(text).strip() (Python whitespace).
+std::string_view py_strip(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e) {
+    size_t i = b;
+    int32_t cp = utf8::decode(s, i);
+    if (cp < 0 || !unicode::is_python_space(cp)) break;
+    b = i;
+  }
+  while (e > b) {
+    size_t k = e - 1;
+    while (k > b && (static_cast<unsigned char>(s[k]) & 0xC0) == 0x80) --k;
+    size_t i = k;
+    int32_t cp = utf8::decode(s, i);
+    if (cp < 0 || i != e || !unicode::is_python_space(cp)) break;
+    e = k;
+  }
+  return s.substr(b, e - b);
+}
+
+class CpuEmbedder final : public Embedder {
+ public:
+  explicit CpuEmbedder(const EmbedderOptions& opt) : opt_(opt) {
+    if (opt.device != "cpu" && opt.device != "auto") {
+      if (opt.device == "cuda")
+        throw Error("--device cuda: this build of EmbedKit has no CUDA backend yet; use --device cpu");
+      throw Error("--device \"" + opt.device + "\": expected cpu, cuda or auto");
+    }
+    if (opt.batch_tokens == 0) throw Error("--batch-tokens must be at least 1");
+    if (opt.threads < 0) throw Error("--threads must be >= 0");
+    if (opt.threads > 0) {
+      omp_set_num_threads(opt.threads);
+      openblas_set_num_threads(opt.threads);
+    }
+    std::string dir = resolve_model_dir(opt.model);
+    files_ = read_model_files(dir);
+    fs::path tok = fs::path(files_.transformer_dir) / "tokenizer.json";
+    if (!fs::exists(tok))
+      throw Error(tok.string() + ": missing; EmbedKit needs the fast-tokenizer file tokenizer.json "
+                                 "(save it with transformers' AutoTokenizer.save_pretrained)");
+    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_file(tok.string()));
+    if (int64_t(tokenizer_->vocab_size()) > files_.config.vocab_size)
+      throw Error(tok.string() + ": tokenizer has ids up to " + std::to_string(tokenizer_->vocab_size() - 1) +
+                  " but config.json vocab_size is " + std::to_string(files_.config.vocab_size));
+    weights_ = std::make_unique<WeightStore>(WeightStore::open_dir(files_.transformer_dir));
+    model_ = std::make_unique<BertModel>(files_.config, *weights_);
+
+    int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
+    for (auto& dc : files_.dense) {
+      if (dc.in_features != dim)
+        throw Error(dc.dir + "/config.json: in_features " + std::to_string(dc.in_features) +
+                    " does not match the previous module's output " + std::to_string(dim));
+      DenseLayer dl;
+      dl.cfg = dc;
+      auto ws = WeightStore::open_dir(dc.dir);
+      dl.w = ws.load_f32("linear.weight", {dc.out_features, dc.in_features});
+      if (dc.bias) dl.b = ws.load_f32("linear.bias", {dc.out_features});
+      if (dc.activation.ends_with("Tanh")) dl.act = cpu::Activation::Tanh;
+      else if (dc.activation.ends_with("Identity")) dl.act = cpu::Activation::None;
+      else if (dc.activation.ends_with("ReLU")) dl.act = cpu::Activation::Relu;
+      else throw Error(dc.dir + "/config.json: unsupported activation_function \"" + dc.activation + "\"");
+      dense_.push_back(std::move(dl));
+      dim = dc.out_features;
+    }
+    full_dim_ = size_t(dim);
+    out_dim_ = full_dim_;
+    if (opt.dimensions < 0 || size_t(opt.dimensions) > full_dim_)
+      throw Error("--dimensions " + std::to_string(opt.dimensions) + ": must be between 1 and the model's " +
+                  std::to_string(full_dim_));
+    if (opt.dimensions > 0) out_dim_ = size_t(opt.dimensions);
+    normalize_ = opt.normalize.value_or(files_.normalize);
+
+    if (opt.prompt && opt.prompt_name) throw Error("give either --prompt or --prompt-name, not both");
+    if (opt.prompt) prompt_ = *opt.prompt;
+    else {
+      std::string name = opt.prompt_name.value_or(files_.default_prompt_name);
+      if (!name.empty()) {
+        auto it = files_.prompts.find(name);
+        if (it == files_.prompts.end()) {
+          std::string known;
+          for (auto& [k, v] : files_.prompts) known += (known.empty() ? "" : ", ") + k;
+          throw Error("--prompt-name \"" + name + "\": the model defines no such prompt (known: " +
+                      (known.empty() ? "none" : known) + ")");
+        }
+        prompt_ = it->second;
+      }
+    }
+    if (!prompt_.empty() && utf8::first_invalid(prompt_) != std::string::npos)
+      throw Error("prompt: invalid UTF-8 at byte offset " + std::to_string(utf8::first_invalid(prompt_)));
+    if (!files_.pooling.include_prompt && !prompt_.empty()) {
+      // ST: prompt_length = len(tokenize([prompt]).input_ids) - 1 (the trailing [SEP] dropped).
+      prompt_tokens_ = int32_t(encode_text(prompt_).size()) - 1;
+    }
+  }
+
+  Encoding encode_text(const std::string& text) const {
+    std::string_view s = py_strip(text);
+    if (files_.do_lower_case) {
+      std::string low;
+      size_t i = 0;
+      std::vector<int32_t> buf;
+      while (i < s.size()) {
+        int32_t cp = utf8::decode(s, i);
+        if (cp < 0) break;
+        buf.clear();
+        unicode::lowercase(cp, buf);
+        for (int32_t c : buf) utf8::append(low, c);
+      }
+      return tokenizer_->encode(low, true, files_.max_seq_length);
+    }
+    return tokenizer_->encode(s, true, files_.max_seq_length);
+  }
+
+  TokenizedText tokenize(const std::string& text, bool truncate) const override {
+    std::string full = prompt_ + text;
+    Encoding e = truncate ? encode_text(full) : tokenizer_->encode(py_strip(full), true, 0);
+    TokenizedText t;
+    t.ids = e.ids;
+    t.offsets = e.offsets;
+    for (int32_t id : e.ids) t.tokens.push_back(tokenizer_->id_to_token(id));
+    return t;
+  }
+
+  Embeddings embed(const std::vector<std::string>& texts, const std::function<void(size_t, size_t)>& progress) override {
+    const size_t n = texts.size();
+    Embeddings out;
+    out.count = n;
+    out.dim = out_dim_;
+    out.data.assign(n * out_dim_, 0.f);
+    out.token_counts.assign(n, 0);
+    if (n == 0) return out;
+
+    // 1. Tokenize in parallel; remember the first failure (by input index) and report it.
+    std::vector<Encoding> enc(n);
+    std::string first_error;
+    size_t first_error_index = n;
+    std::mutex mu;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (size_t i = 0; i < n; ++i) {
+      try {
+        enc[i] = encode_text(prompt_.empty() ? texts[i] : prompt_ + texts[i]);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (i < first_error_index) {
+          first_error_index = i;
+          first_error = e.what();
+        }
+      }
+    }
+    if (first_error_index < n) {
+      std::string msg = first_error;
+      if (!prompt_.empty() && msg.find("byte offset") != std::string::npos) msg += " (offsets count the prompt)";
+      throw Error("input " + std::to_string(first_error_index) + ": " + msg);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      out.token_counts[i] = uint32_t(enc[i].size());
+      for (int32_t id : enc[i].ids)
+        if (id < 0 || id >= files_.config.vocab_size)
+          throw Error("input " + std::to_string(i) + ": token id " + std::to_string(id) + " outside the model's vocabulary");
+    }
+
+    // 2. Longest first, so each batch holds similar lengths and the budget is well used.
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), size_t(0));
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return enc[a].size() > enc[b].size(); });
+
+    PackedBatch batch;
+    std::vector<float> hidden, pooled, tmp;
+    std::vector<int32_t> skip;
+    size_t done = 0;
+    for (size_t start = 0; start < n;) {
+      // 3. Fill a batch under the token budget (at least one sequence).
+      size_t end = start, tokens = 0;
+      while (end < n && (end == start || tokens + enc[order[end]].size() <= opt_.batch_tokens)) tokens += enc[order[end++]].size();
+      batch.ids.clear();
+      batch.type_ids.clear();
+      batch.positions.clear();
+      batch.cu_seqlens.assign(1, 0);
+      skip.clear();
+      for (size_t k = start; k < end; ++k) {
+        const Encoding& e = enc[order[k]];
+        batch.ids.insert(batch.ids.end(), e.ids.begin(), e.ids.end());
+        batch.type_ids.insert(batch.type_ids.end(), e.type_ids.begin(), e.type_ids.end());
+        for (size_t p = 0; p < e.size(); ++p) batch.positions.push_back(int32_t(p));
+        batch.cu_seqlens.push_back(int32_t(batch.ids.size()));
+        skip.push_back(prompt_tokens_);
+      }
+      if (prompt_tokens_ == 0) skip.clear();
+      // 4. Forward, pool, Dense, normalize, truncate.
+      model_->forward(batch, hidden);
+      const int64_t S = int64_t(end - start);
+      int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
+      pooled.resize(size_t(S * dim));
+      pool(hidden.data(), files_.config.hidden_size, batch.cu_seqlens, files_.pooling, skip, pooled.data());
+      for (auto& dl : dense_) {
+        tmp.resize(size_t(S * dl.cfg.out_features));
+        cpu::linear(pooled.data(), S, dim, dl.w.data(), dl.b.empty() ? nullptr : dl.b.data(), dl.cfg.out_features,
+                    tmp.data(), dl.act);
+        pooled.swap(tmp);
+        dim = dl.cfg.out_features;
+      }
+      for (int64_t s = 0; s < S; ++s) {
+        float* dst = out.data.data() + order[start + size_t(s)] * out_dim_;
+        std::copy(pooled.data() + s * dim, pooled.data() + s * dim + int64_t(out_dim_), dst);
+        if (normalize_) l2_normalize_rows(dst, 1, out_dim_);
+      }
+      done += end - start;
+      if (progress) progress(done, n);
+      start = end;
+    }
+    return out;
+  }
+
+  ModelInfo info() const override {
+    ModelInfo i;
+    i.dir = files_.dir;
+    i.architecture = files_.config.architecture;
+    i.model_type = files_.config.model_type;
+    i.hidden_size = files_.config.hidden_size;
+    i.num_layers = files_.config.num_layers;
+    i.num_heads = files_.config.num_heads;
+    i.vocab_size = files_.config.vocab_size;
+    i.max_seq_length = files_.max_seq_length;
+    i.dim = out_dim_;
+    i.pooling = files_.pooling.describe();
+    i.normalize = normalize_;
+    i.modules = files_.module_types;
+    i.prompts = files_.prompts;
+    i.default_prompt_name = files_.default_prompt_name;
+    return i;
+  }
+
+ private:
+  EmbedderOptions opt_;
+  ModelFiles files_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<WeightStore> weights_;
+  std::unique_ptr<BertModel> model_;
+  std::vector<DenseLayer> dense_;
+  size_t full_dim_ = 0, out_dim_ = 0;
+  bool normalize_ = false;
+  std::string prompt_;
+  int32_t prompt_tokens_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Embedder> Embedder::load(const EmbedderOptions& options) {
+  return std::make_unique<CpuEmbedder>(options);
+}
+
+}  // namespace embedkit
