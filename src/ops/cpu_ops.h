@@ -24,4 +24,10 @@ void attention(const float* qkv, const int32_t* cu_seqlens, int64_t S, int64_t H
 
 void activate(float* x, int64_t n, Activation act);
 
+// Vectorised element-wise kernels (cpu_vector_math.cpp).
+void gelu_erf_inplace(float* x, int64_t n);
+void gelu_tanh_inplace(float* x, int64_t n);
+void tanh_inplace(float* x, int64_t n);
+void softmax_inplace(float* row, int64_t n);
+
 }  // namespace embedkit::cpu
