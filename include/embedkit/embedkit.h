@@ -25,7 +25,8 @@ inline constexpr const char* kDefaultModel = "sentence-transformers/all-MiniLM-L
 
 struct EmbedderOptions {
   std::string model = kDefaultModel;  // directory, EmbedKit store name or HF hub id (resolved offline)
-  std::string device = "cpu";
+  std::string device = "cpu";         // cpu | cuda | auto (cuda when a GPU is usable)
+  std::string dtype = "auto";         // auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32
   int threads = 0;                    // 0 = all cores
   size_t batch_tokens = 8192;         // token budget of one forward pass
   std::optional<std::string> prompt;       // text prepended to every input
@@ -48,6 +49,7 @@ struct ModelInfo {
   std::string pooling;
   bool normalize;
   std::vector<std::string> modules;
+  std::string device;  // what actually runs: "cpu" or the GPU's name, with the dtype
   std::map<std::string, std::string> prompts;
   std::string default_prompt_name;
 };

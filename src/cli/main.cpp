@@ -160,7 +160,8 @@ int main(int argc, char** argv) {
   bool no_normalize = false;
   add_model_options(embed);
   add_input_options(embed, embed_in);
-  embed->add_option("--device", opt.device, "cpu | cuda | auto")->capture_default_str();
+  embed->add_option("--device", opt.device, "cpu | cuda | auto (cuda when a GPU is usable)")->capture_default_str();
+  embed->add_option("--dtype", opt.dtype, "auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32")->capture_default_str();
   embed->add_option("-t,--threads", opt.threads, "CPU threads (0 = all cores)")->capture_default_str();
   embed->add_option("--batch-tokens", opt.batch_tokens, "Token budget of one forward pass")->capture_default_str();
   embed->add_option("-f,--format", format, "Output format: jsonl ({\"index\", \"embedding\"} per line) or npy (float32 n x dim)")
@@ -267,6 +268,7 @@ int main(int argc, char** argv) {
       std::printf("pooling:          %s\n", i.pooling.c_str());
       std::printf("normalize:        %s\n", i.normalize ? "yes" : "no");
       std::printf("dimensions:       %zu\n", i.dim);
+      std::printf("device:           %s\n", i.device.c_str());
       std::printf("modules:         ");
       for (auto& m : i.modules) std::printf(" %s", m.c_str());
       std::printf("\n");

@@ -16,14 +16,14 @@ static std::string find_prefix(const WeightStore& w) {
   throw Error(w.describe() + ": missing tensor \"embeddings.word_embeddings.weight\" (not a BERT-family checkpoint?)");
 }
 
-static cpu::Activation parse_act(const std::string& a) {
+cpu::Activation activation_from_config(const std::string& a) {
   if (a == "gelu") return cpu::Activation::GeluErf;
   if (a == "gelu_new" || a == "gelu_pytorch_tanh" || a == "gelu_fast") return cpu::Activation::GeluTanh;
   if (a == "relu") return cpu::Activation::Relu;
   throw Error("config.json: unsupported hidden_act \"" + a + "\" (supported: gelu, gelu_new, gelu_pytorch_tanh, relu)");
 }
 
-BertModel::BertModel(const TransformerConfig& cfg, const WeightStore& w) : cfg_(cfg), act_(parse_act(cfg.hidden_act)) {
+BertModel::BertModel(const TransformerConfig& cfg, const WeightStore& w) : cfg_(cfg), act_(activation_from_config(cfg.hidden_act)) {
   const std::string p = find_prefix(w);
   const int64_t d = cfg.hidden_size, I = cfg.intermediate_size;
   auto ln = [&](const std::string& base, std::vector<float>& g, std::vector<float>& b) {
@@ -32,14 +32,14 @@ BertModel::BertModel(const TransformerConfig& cfg, const WeightStore& w) : cfg_(
     g = w.load_f32(base + (old ? ".gamma" : ".weight"), {d});
     b = w.load_f32(base + (old ? ".beta" : ".bias"), {d});
   };
-  word_emb_ = w.load_f32(p + "embeddings.word_embeddings.weight", {cfg.vocab_size, d});
-  pos_emb_ = w.load_f32(p + "embeddings.position_embeddings.weight", {cfg.max_position_embeddings, d});
+  w_.word_emb = w.load_f32(p + "embeddings.word_embeddings.weight", {cfg.vocab_size, d});
+  w_.pos_emb = w.load_f32(p + "embeddings.position_embeddings.weight", {cfg.max_position_embeddings, d});
   if (cfg.type_vocab_size > 0)
-    type_emb_ = w.load_f32(p + "embeddings.token_type_embeddings.weight", {cfg.type_vocab_size, d});
-  ln(p + "embeddings.LayerNorm", emb_ln_g_, emb_ln_b_);
-  layers_.resize(size_t(cfg.num_layers));
+    w_.type_emb = w.load_f32(p + "embeddings.token_type_embeddings.weight", {cfg.type_vocab_size, d});
+  ln(p + "embeddings.LayerNorm", w_.emb_ln_g, w_.emb_ln_b);
+  w_.layers.resize(size_t(cfg.num_layers));
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
-    Layer& L = layers_[size_t(l)];
+    BertWeights::Layer& L = w_.layers[size_t(l)];
     const std::string b = p + "encoder.layer." + std::to_string(l) + ".";
     for (const char* part : {"query", "key", "value"}) {
       auto wt = w.load_f32(b + "attention.self." + part + ".weight", {d, d});
@@ -74,20 +74,20 @@ void BertModel::forward(const PackedBatch& batch, std::vector<float>& hidden) {
     const int32_t type = batch.type_ids[size_t(t)];
     EK_CHECK(id >= 0 && id < cfg_.vocab_size, "token id out of range");
     EK_CHECK(pos >= 0 && pos < cfg_.max_position_embeddings, "position out of range");
-    const float* we = word_emb_.data() + int64_t(id) * d;
-    const float* pe = pos_emb_.data() + int64_t(pos) * d;
+    const float* we = w_.word_emb.data() + int64_t(id) * d;
+    const float* pe = w_.pos_emb.data() + int64_t(pos) * d;
     float* h = hidden.data() + t * d;
     for (int64_t i = 0; i < d; ++i) h[i] = we[i] + pe[i];
-    if (!type_emb_.empty()) {
+    if (!w_.type_emb.empty()) {
       EK_CHECK(type >= 0 && type < cfg_.type_vocab_size, "token type out of range");
-      const float* te = type_emb_.data() + int64_t(type) * d;
+      const float* te = w_.type_emb.data() + int64_t(type) * d;
       for (int64_t i = 0; i < d; ++i) h[i] += te[i];
     }
   }
   const float eps = float(cfg_.layer_norm_eps);
-  cpu::add_layernorm(hidden.data(), nullptr, T, d, emb_ln_g_.data(), emb_ln_b_.data(), eps, hidden.data());
+  cpu::add_layernorm(hidden.data(), nullptr, T, d, w_.emb_ln_g.data(), w_.emb_ln_b.data(), eps, hidden.data());
 
-  for (auto& L : layers_) {
+  for (auto& L : w_.layers) {
     // Self-attention: qkv[T, 3d] = hidden · W_qkvᵀ + b;  ctx[T, d] = softmax(q kᵀ/√dh) v per sequence/head.
     cpu::linear(hidden.data(), T, d, L.w_qkv.data(), L.b_qkv.data(), 3 * d, qkv_.data());
     cpu::attention(qkv_.data(), batch.cu_seqlens.data(), S, H, dh, ctx_.data());

@@ -23,24 +23,33 @@ struct PackedBatch {
   int64_t sequences() const { return int64_t(cu_seqlens.size()) - 1; }
 };
 
+// Encoder weights in fp32 on the host, as loaded (any backend converts from these).
+struct BertWeights {
+  struct Layer {
+    std::vector<float> w_qkv, b_qkv;  // [3d, d], [3d]: query | key | value stacked
+    std::vector<float> w_attn_out, b_attn_out, ln1_g, ln1_b;  // [d, d], [d]
+    std::vector<float> w_inter, b_inter;                      // [I, d], [I]
+    std::vector<float> w_out, b_out, ln2_g, ln2_b;            // [d, I], [d]
+  };
+  std::vector<float> word_emb, pos_emb, type_emb, emb_ln_g, emb_ln_b;  // [V, d], [P, d], [types, d]
+  std::vector<Layer> layers;
+};
+
+cpu::Activation activation_from_config(const std::string& hidden_act);
+
 class BertModel {
  public:
   BertModel(const TransformerConfig& cfg, const WeightStore& weights);
   // hidden[T, d] ← last hidden state for every token of the batch.
   void forward(const PackedBatch& batch, std::vector<float>& hidden);
   int64_t hidden_size() const { return cfg_.hidden_size; }
+  const BertWeights& weights() const { return w_; }
+  const TransformerConfig& config() const { return cfg_; }
 
  private:
-  struct Layer {
-    std::vector<float> w_qkv, b_qkv;  // [3d, d], [3d]: query | key | value stacked
-    std::vector<float> w_attn_out, b_attn_out, ln1_g, ln1_b;
-    std::vector<float> w_inter, b_inter;  // [i, d]
-    std::vector<float> w_out, b_out, ln2_g, ln2_b;  // [d, i]
-  };
   TransformerConfig cfg_;
   cpu::Activation act_;
-  std::vector<float> word_emb_, pos_emb_, type_emb_, emb_ln_g_, emb_ln_b_;
-  std::vector<Layer> layers_;
+  BertWeights w_;
   // Workspace, grown to the largest batch seen and reused (no allocation per batch after warm-up).
   std::vector<float> qkv_, ctx_, tmp_, inter_;
 };

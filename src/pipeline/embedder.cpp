@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "embedkit/embedkit.h"
+#include "cuda/bert_cuda.h"
 #include "loader/model_files.h"
 #include "loader/safetensors.h"
 #include "models/bert.h"
@@ -66,11 +67,17 @@ std::string_view py_strip(std::string_view s) {
 class CpuEmbedder final : public Embedder {
  public:
   explicit CpuEmbedder(const EmbedderOptions& opt) : opt_(opt) {
-    if (opt.device != "cpu" && opt.device != "auto") {
-      if (opt.device == "cuda")
-        throw Error("--device cuda: this build of EmbedKit has no CUDA backend yet; use --device cpu");
+    if (opt.device != "cpu" && opt.device != "auto" && opt.device != "cuda")
       throw Error("--device \"" + opt.device + "\": expected cpu, cuda or auto");
-    }
+    if (opt.dtype != "auto" && opt.dtype != "fp16" && opt.dtype != "bf16" && opt.dtype != "fp32")
+      throw Error("--dtype \"" + opt.dtype + "\": expected auto, fp16, bf16 or fp32");
+    std::string why;
+    const bool gpu = opt.device == "cuda" || (opt.device == "auto" && opt.dtype != "fp32" && cuda::available(&why));
+    if (opt.device == "cuda" && !cuda::available(&why)) throw Error("--device cuda: " + why);
+    if (gpu && opt.dtype == "fp32")
+      throw Error("--dtype fp32 is not available on the GPU yet; use fp16 or bf16 there, or --device cpu");
+    if (!gpu && (opt.dtype == "fp16" || opt.dtype == "bf16"))
+      throw Error("--dtype " + opt.dtype + " needs --device cuda; the CPU path computes in fp32");
     if (opt.batch_tokens == 0) throw Error("--batch-tokens must be at least 1");
     if (opt.threads < 0) throw Error("--threads must be >= 0");
     if (opt.threads > 0) {
@@ -89,6 +96,12 @@ class CpuEmbedder final : public Embedder {
                   " but config.json vocab_size is " + std::to_string(files_.config.vocab_size));
     weights_ = std::make_unique<WeightStore>(WeightStore::open_dir(files_.transformer_dir));
     model_ = std::make_unique<BertModel>(files_.config, *weights_);
+    device_ = "cpu fp32";
+    if (gpu) {
+      auto p = opt.dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
+      gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, model_->weights(), p, opt.batch_tokens);
+      device_ = gpu_->device_name() + (p == cuda::Precision::BF16 ? " bf16" : " fp16");
+    }
 
     int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
     for (auto& dc : files_.dense) {
@@ -231,12 +244,18 @@ class CpuEmbedder final : public Embedder {
         skip.push_back(prompt_tokens_);
       }
       if (prompt_tokens_ == 0) skip.clear();
-      // 4. Forward, pool, Dense, normalize, truncate.
-      model_->forward(batch, hidden);
+      // 4. Forward and pool (on the GPU: normalized there too when nothing follows), Dense,
+      //    normalize, truncate.
       const int64_t S = int64_t(end - start);
       int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
       pooled.resize(size_t(S * dim));
-      pool(hidden.data(), files_.config.hidden_size, batch.cu_seqlens, files_.pooling, skip, pooled.data());
+      const bool normalize_on_device = gpu_ && normalize_ && dense_.empty() && out_dim_ == full_dim_;
+      if (gpu_) {
+        gpu_->encode(batch, files_.pooling, skip, normalize_on_device, pooled.data());
+      } else {
+        model_->forward(batch, hidden);
+        pool(hidden.data(), files_.config.hidden_size, batch.cu_seqlens, files_.pooling, skip, pooled.data());
+      }
       for (auto& dl : dense_) {
         tmp.resize(size_t(S * dl.cfg.out_features));
         cpu::linear(pooled.data(), S, dim, dl.w.data(), dl.b.empty() ? nullptr : dl.b.data(), dl.cfg.out_features,
@@ -247,7 +266,7 @@ class CpuEmbedder final : public Embedder {
       for (int64_t s = 0; s < S; ++s) {
         float* dst = out.data.data() + order[start + size_t(s)] * out_dim_;
         std::copy(pooled.data() + s * dim, pooled.data() + s * dim + int64_t(out_dim_), dst);
-        if (normalize_) l2_normalize_rows(dst, 1, out_dim_);
+        if (normalize_ && !normalize_on_device) l2_normalize_rows(dst, 1, out_dim_);
       }
       done += end - start;
       if (progress) progress(done, n);
@@ -270,6 +289,7 @@ class CpuEmbedder final : public Embedder {
     i.pooling = files_.pooling.describe();
     i.normalize = normalize_;
     i.modules = files_.module_types;
+    i.device = device_;
     i.prompts = files_.prompts;
     i.default_prompt_name = files_.default_prompt_name;
     return i;
@@ -281,6 +301,8 @@ class CpuEmbedder final : public Embedder {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<WeightStore> weights_;
   std::unique_ptr<BertModel> model_;
+  std::unique_ptr<cuda::BertEncoder> gpu_;
+  std::string device_;
   std::vector<DenseLayer> dense_;
   size_t full_dim_ = 0, out_dim_ = 0;
   bool normalize_ = false;

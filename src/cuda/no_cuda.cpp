@@ -1,0 +1,24 @@
+// Stand-in for builds without the CUDA toolkit: the backend reports itself unavailable.
+#include "cuda/bert_cuda.h"
+#include "util/error.h"
+
+namespace embedkit::cuda {
+
+bool available(std::string* why) {
+  if (why) *why = "this build of EmbedKit has no CUDA backend (built without the CUDA toolkit)";
+  return false;
+}
+
+struct BertEncoder::Impl {};
+BertEncoder::BertEncoder(const TransformerConfig&, const BertWeights&, Precision, size_t) {
+  throw Error("CUDA backend not built");
+}
+BertEncoder::~BertEncoder() = default;
+void BertEncoder::encode(const PackedBatch&, const PoolingConfig&, const std::vector<int32_t>&, bool, float*) {}
+const PhaseTimes& BertEncoder::last_times() const {
+  static PhaseTimes t;
+  return t;
+}
+std::string BertEncoder::device_name() const { return ""; }
+
+}  // namespace embedkit::cuda
