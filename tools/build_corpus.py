@@ -63,6 +63,15 @@ DEFAULT_CAPS = {
 _BAD_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ufffd\ud800-\udfff]")
 
 
+# Filesystem root the sources are read from (see --root).
+ROOT = Path("/")
+
+
+def R(abs_path: str) -> Path:
+    """Path of an absolute system path below ROOT."""
+    return ROOT / abs_path.lstrip("/")
+
+
 # --------------------------------------------------------------------------
 # helpers
 
@@ -122,6 +131,25 @@ def sorted_files(root: Path, patterns):
     return sorted(found)
 
 
+def fair_sample(groups: dict, k: int, seed: int):
+    """Pick at most k lines spread as evenly as possible over the groups.
+
+    `groups` maps a group name (language, package, file) to its line list.
+    Small groups are taken whole; the remaining budget is split equally
+    among the larger ones ("water filling"), so that e.g. a language with
+    few translations is not drowned out by one with huge catalogs.
+    """
+    names = sorted(groups, key=lambda g: (len(groups[g]), g))
+    out = []
+    budget = k
+    for i, g in enumerate(names):
+        share = budget // (len(names) - i)
+        take = spread_sample(groups[g], share, seed + i)
+        budget -= len(take)
+        out.extend(take)
+    return out
+
+
 def spread_sample(items, k: int, seed: int):
     """Deterministic subset of at most k items (keeps original order)."""
     items = list(items)
@@ -177,11 +205,12 @@ def parse_mo(data: bytes):
 
 def source_mo(caps_seed: int):
     """Translated strings (msgstr) and, once, their English msgids."""
-    roots = [Path("/usr/share/locale"), Path("/usr/share/locale-langpack")]
+    roots = [R("/usr/share/locale"), R("/usr/share/locale-langpack")]
     files = []
     for root in roots:
         files += sorted_files(root, ["*/LC_MESSAGES/*.mo"])
     for path in files:
+        lang = path.parent.parent.name
         try:
             data = path.read_bytes()
             pairs, charset = parse_mo(data)
@@ -197,12 +226,14 @@ def source_mo(caps_seed: int):
                 msgid = msgid.split(b"\x04", 1)[1]
             for part in msgstr.split(b"\x00"):
                 try:
-                    yield from clean_lines(part.decode(charset))
+                    for line in clean_lines(part.decode(charset)):
+                        yield lang, line
                 except (UnicodeDecodeError, LookupError):
                     pass
             for part in msgid.split(b"\x00"):
                 try:
-                    yield from clean_lines(part.decode("utf-8"))
+                    for line in clean_lines(part.decode("utf-8")):
+                        yield "msgid", line
                 except UnicodeDecodeError:
                     pass
 
@@ -210,20 +241,43 @@ def source_mo(caps_seed: int):
 # --------------------------------------------------------------------------
 # man pages (troff source -> plain-ish text)
 
+_TROFF_ACCENTS = {":": "\u0308", "'": "\u0301", "`": "\u0300", "^": "\u0302",
+                  "~": "\u0303", ",": "\u0327", "o": "\u030a", "v": "\u030c"}
+_TROFF_SPECIAL = {"ss": "\u00df", "ae": "\u00e6", "AE": "\u00c6", "o/": "\u00f8",
+                  "O/": "\u00d8", "Fo": "\u00ab", "Fc": "\u00bb", "de": "\u00b0",
+                  "mu": "\u00d7", "rg": "\u00ae", "tm": "\u2122", "hy": "-", "ti": "~",
+                  "ha": "^", "rs": "\\", "dq": '"', "lq": "\u201c", "rq": "\u201d",
+                  "oq": "\u2018", "cq": "\u2019", "aq": "'", "em": "\u2014", "en": "\u2013",
+                  "bu": "\u2022", "co": "\u00a9", "<=": "\u2264", ">=": "\u2265",
+                  "->": "\u2192", "<-": "\u2190", "pl": "+", "mi": "\u2212", "eq": "="}
+
+
+def _troff_glyph(name: str) -> str:
+    """Map a troff special-character name (\\(xx or \\[name]) to text."""
+    if name in _TROFF_SPECIAL:
+        return _TROFF_SPECIAL[name]
+    if len(name) == 2 and name[0] in _TROFF_ACCENTS and name[1].isalpha():
+        return unicodedata.normalize("NFC", name[1] + _TROFF_ACCENTS[name[0]])
+    m = re.fullmatch(r"u([0-9A-Fa-f]{4,6})(_[0-9A-Fa-f]{4,6})*", name)
+    if m:
+        try:
+            return unicodedata.normalize(
+                "NFC", "".join(chr(int(h, 16)) for h in name[1:].split("_")))
+        except (ValueError, OverflowError):
+            return ""
+    return ""
+
+
 _TROFF_SUBS = [
+    (re.compile(r"\\\((..)"), lambda m: _troff_glyph(m.group(1))),
+    (re.compile(r"\\\[([^\]\s]*)\]"), lambda m: _troff_glyph(m.group(1))),
     (re.compile(r"\\f(\[[^\]]*\]|\(..|.)"), ""),      # font changes
     (re.compile(r"\\s[+-]?\d+"), ""),                  # size changes
-    (re.compile(r"\\\((em|en)"), "\u2014"),
-    (re.compile(r"\\\(bu"), "\u2022"),
-    (re.compile(r"\\\((lq|rq|dq)"), '"'),
-    (re.compile(r"\\\((oq|cq)"), "'"),
-    (re.compile(r"\\\(co"), "\u00a9"),
-    (re.compile(r"\\\(aq"), "'"),
-    (re.compile(r"\\\(\w\w"), ""),
-    (re.compile(r"\\\[[^\]]*\]"), ""),
     (re.compile(r"\\[-]"), "-"),
     (re.compile(r"\\[ ~0]"), " "),
     (re.compile(r"\\[&|^%:]"), ""),
+    (re.compile(r"\\[/,)]"), ""),                     # italic corrections
+    (re.compile(r"\\(?=[^\x00-\x7f])"), ""),           # stray escape before non-ASCII
     (re.compile(r"\\e"), "\\\\"),
     (re.compile(r"\\c$"), ""),
     (re.compile(r"\\\*\(..|\\\*\[[^\]]*\]|\\\*."), ""),  # string registers
@@ -249,7 +303,7 @@ def troff_to_text(src: str) -> str:
 
 
 def source_man(seed: int, max_files: int = 4000):
-    root = Path("/usr/share/man")
+    root = R("/usr/share/man")
     if not root.is_dir():
         return
     # Localized pages first (language directories), then a sample of English.
@@ -263,7 +317,10 @@ def source_man(seed: int, max_files: int = 4000):
         data = read_maybe_gz(path, 1 << 20)
         if not data or data.startswith(b".so "):
             continue
-        yield from clean_lines(troff_to_text(decode_bytes(data)))
+        rel = path.relative_to(root).parts
+        lang = "en" if rel[0].startswith("man") else rel[0]
+        for line in clean_lines(troff_to_text(decode_bytes(data))):
+            yield lang, line
 
 
 # --------------------------------------------------------------------------
@@ -271,36 +328,46 @@ def source_man(seed: int, max_files: int = 4000):
 
 
 def source_doc(seed: int, max_files: int = 1500):
-    root = Path("/usr/share/doc")
+    root = R("/usr/share/doc")
     names = re.compile(r"^(changelog(\.Debian)?(\.\w+)?|NEWS(\.Debian)?|README(\.Debian|\.md|\.txt)?|"
                        r"TODO|AUTHORS|THANKS|FAQ|copyright)(\.gz)?$", re.I)
     files = [p for p in sorted_files(root, ["*/*", "*/*/*"]) if names.match(p.name)]
     for path in spread_sample(files, max_files, seed):
         data = read_maybe_gz(path, 256 << 10)
-        yield from clean_lines(decode_bytes(data))
+        for line in clean_lines(decode_bytes(data)):
+            yield path.parent.name, line
 
 
 def source_licenses(_seed: int):
-    for path in sorted_files(Path("/usr/share/common-licenses"), ["*"]):
-        yield from clean_lines(decode_bytes(read_maybe_gz(path)))
+    for path in sorted_files(R("/usr/share/common-licenses"), ["*"]):
+        for line in clean_lines(decode_bytes(read_maybe_gz(path))):
+            yield path.name, line
 
 
 def source_python(seed: int, max_files: int = 600):
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    if ROOT == Path("/"):
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+    else:
+        cands = sorted(R("/usr/lib").glob("python3.*"))
+        if not cands:
+            return
+        stdlib = cands[-1]
     files = [p for p in sorted_files(stdlib, ["*.py", "*/*.py", "*/*/*.py"])
              if "site-packages" not in p.parts and "dist-packages" not in p.parts]
     for path in spread_sample(files, max_files, seed):
         data = read_maybe_gz(path, 512 << 10)
-        yield from clean_lines(decode_bytes(data))
+        for line in clean_lines(decode_bytes(data)):
+            yield path.parent.name, line
 
 
 def source_tables(_seed: int):
-    paths = [Path("/etc/services"), Path("/etc/protocols"), Path("/etc/ethertypes"),
-             Path("/usr/share/zoneinfo/zone1970.tab"), Path("/usr/share/zoneinfo/zone.tab"),
-             Path("/usr/share/zoneinfo/iso3166.tab"), Path("/usr/share/zoneinfo/tzdata.zi")]
+    paths = [R("/etc/services"), R("/etc/protocols"), R("/etc/ethertypes"),
+             R("/usr/share/zoneinfo/zone1970.tab"), R("/usr/share/zoneinfo/zone.tab"),
+             R("/usr/share/zoneinfo/iso3166.tab"), R("/usr/share/zoneinfo/tzdata.zi")]
     for path in paths:
         if path.is_file():
-            yield from clean_lines(decode_bytes(read_maybe_gz(path)))
+            for line in clean_lines(decode_bytes(read_maybe_gz(path))):
+                yield path.name, line
 
 
 SOURCES = [
@@ -387,6 +454,9 @@ def parse_args(argv=None):
                          "(sources: %s; defaults: %s)" % (
                              ", ".join(n for n, _ in SOURCES),
                              ", ".join("%s=%d" % kv for kv in DEFAULT_CAPS.items())))
+    ap.add_argument("--root", default="/", metavar="DIR",
+                    help="read system files below DIR instead of / (e.g. an unpacked "
+                         "debootstrap tree; default /)")
     ap.add_argument("--min-lines", type=int, default=MIN_LINES,
                     help="fail (exit 1) if fewer unique lines are found (default %d)" % MIN_LINES)
     return ap.parse_args(argv)
@@ -402,21 +472,42 @@ def main(argv=None) -> int:
                      % (item, ", ".join(caps)))
         caps[name] = int(val)
 
+    global ROOT
+    ROOT = Path(args.root)
+    if not ROOT.is_dir():
+        sys.exit("error: --root %s is not a directory" % ROOT)
+
     t0 = time.time()
     seen = set()
-    kept_per_source = {}
-    all_lines = []
+    collected = {}
     for i, (name, fn) in enumerate(SOURCES):
         ts = time.time()
-        fresh = []
-        for line in fn(args.seed + 101 * i):
+        groups = {}
+        found = 0
+        for group, line in fn(args.seed + 101 * i):
             if line not in seen:
                 seen.add(line)
-                fresh.append(line)
-        found = len(fresh)
-        if len(fresh) > caps[name]:
-            fresh = spread_sample(fresh, caps[name], args.seed + 7 * i)
-        kept_per_source[name] = (found, len(fresh), time.time() - ts)
+                groups.setdefault(group, []).append(line)
+                found += 1
+        collected[name] = (groups, found, time.time() - ts)
+
+    # Sources that have fewer lines than their cap (small machines) pass the
+    # unused budget on to sources that have more, so the total stays near
+    # sum(caps) whenever the machine has that much text.
+    quota = {name: min(found, caps[name]) for name, (_, found, _) in collected.items()}
+    deficit = sum(caps.values()) - sum(quota.values())
+    hungry = sorted((found - quota[name], name) for name, (_, found, _) in collected.items()
+                    if found > quota[name] and caps[name] > 0)
+    for j, (leftover, name) in enumerate(hungry):
+        extra = min(leftover, deficit // (len(hungry) - j))
+        quota[name] += extra
+        deficit -= extra
+
+    kept_per_source = {}
+    all_lines = []
+    for i, (name, (groups, found, secs)) in enumerate(collected.items()):
+        fresh = fair_sample(groups, quota[name], args.seed + 7 * i)
+        kept_per_source[name] = (found, len(fresh), secs)
         all_lines.extend(fresh)
 
     random.Random(args.seed).shuffle(all_lines)
