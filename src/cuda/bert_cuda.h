@@ -43,3 +43,23 @@ class BertEncoder {
 };
 
 }  // namespace embedkit::cuda
+
+// Op-level entry points for the CUDA op tests (tests/gpu): each converts fp32 host inputs to
+// the precision, runs one kernel on a NaN-poisoned output buffer, and returns fp32 host output.
+namespace embedkit::cuda::testing {
+std::vector<float> linear(const std::vector<float>& x, int T, int n_in, const std::vector<float>& W,
+                          const std::vector<float>& b, int n_out, Precision p);
+std::vector<float> gelu(const std::vector<float>& x, Precision p);
+std::vector<float> add_layernorm(const std::vector<float>& x, const std::vector<float>& hidden,
+                                 const std::vector<float>& g, const std::vector<float>& b, int T, int d, float eps,
+                                 Precision p);
+std::vector<float> embed_layernorm(const std::vector<int32_t>& ids, const std::vector<int32_t>& types,
+                                   const std::vector<int32_t>& pos, const std::vector<float>& word,
+                                   const std::vector<float>& pos_emb, const std::vector<float>& type_emb,
+                                   const std::vector<float>& g, const std::vector<float>& b, int d, float eps,
+                                   Precision p);
+std::vector<float> attention(const std::vector<float>& qkv, const std::vector<int32_t>& cu_seqlens, int H, int dh,
+                             bool causal, Precision p);
+std::vector<float> pool(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu_seqlens,
+                        const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize, Precision p);
+}  // namespace embedkit::cuda::testing

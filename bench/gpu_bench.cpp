@@ -1,0 +1,175 @@
+// embedkit_gpu_bench: times the CUDA encoder on pre-tokenized workloads (equal token ids for
+// every engine, tokenization excluded) and the library's batch-1 latency (tokenization included).
+//
+//   embedkit_gpu_bench --model DIR --ids FILE [--dtype fp16|bf16] [--budgets 8192,16384,...] [--reps 5]
+//   embedkit_gpu_bench --model DIR --latency "a sixteen token query ..." [--iters 1000]
+//   embedkit_gpu_bench --model DIR --check-ids FILE --out FILE.f32   (pooled rows, for parity checks)
+// ids FILE: int32 little-endian: n, then n × (len, len ids). Prints one JSON object per line.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/bert_cuda.h"
+#include "embedkit/embedkit.h"
+#include "loader/model_files.h"
+#include "loader/safetensors.h"
+#include "models/bert.h"
+#include "util/error.h"
+
+using namespace embedkit;
+using Clock = std::chrono::steady_clock;
+
+static std::vector<std::vector<int32_t>> read_ids(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open");
+  int32_t n = 0;
+  f.read(reinterpret_cast<char*>(&n), 4);
+  std::vector<std::vector<int32_t>> seqs(size_t(std::max(n, 0)));
+  for (auto& s : seqs) {
+    int32_t len = 0;
+    f.read(reinterpret_cast<char*>(&len), 4);
+    s.resize(size_t(len));
+    f.read(reinterpret_cast<char*>(s.data()), std::streamsize(4 * size_t(len)));
+  }
+  if (!f) throw Error(path + ": truncated");
+  return seqs;
+}
+
+static std::vector<size_t> parse_list(const std::string& s) {
+  std::vector<size_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(std::stoul(item));
+  return out;
+}
+
+int main(int argc, char** argv) {
+  std::string model, ids_path, dtype = "fp16", budgets = "4096,8192,16384,32768,65536", latency_text, check_ids, out_path;
+  int reps = 5, iters = 1000;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--model") model = next();
+    else if (a == "--ids") ids_path = next();
+    else if (a == "--dtype") dtype = next();
+    else if (a == "--budgets") budgets = next();
+    else if (a == "--reps") reps = std::stoi(next());
+    else if (a == "--latency") latency_text = next();
+    else if (a == "--iters") iters = std::stoi(next());
+    else if (a == "--check-ids") check_ids = next();
+    else if (a == "--out") out_path = next();
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  try {
+    if (!latency_text.empty()) {
+      EmbedderOptions opt;
+      opt.model = model;
+      opt.device = "cuda";
+      opt.dtype = dtype;
+      opt.batch_tokens = 4096;
+      auto emb = Embedder::load(opt);
+      std::vector<double> ms;
+      for (int i = 0; i < iters + 100; ++i) {
+        auto t0 = Clock::now();
+        auto e = emb->embed({latency_text});
+        auto t1 = Clock::now();
+        if (i >= 100) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+      std::sort(ms.begin(), ms.end());
+      auto tok = emb->tokenize(latency_text, true);
+      std::printf("{\"latency_tokens\": %zu, \"p50_ms\": %.4f, \"p90_ms\": %.4f, \"p99_ms\": %.4f, \"iters\": %d}\n",
+                  tok.ids.size(), ms[ms.size() / 2], ms[ms.size() * 9 / 10], ms[ms.size() * 99 / 100], iters);
+      return 0;
+    }
+    const std::string dir = resolve_model_dir(model);
+    ModelFiles files = read_model_files(dir);
+    WeightStore ws = WeightStore::open_dir(files.transformer_dir);
+    BertModel cpu_model(files.config, ws);
+    const auto prec = dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
+    auto seqs = read_ids(check_ids.empty() ? ids_path : check_ids);
+    std::vector<size_t> order(seqs.size());
+    std::iota(order.begin(), order.end(), size_t(0));
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return seqs[a].size() > seqs[b].size(); });
+    size_t total_tokens = 0;
+    for (auto& s : seqs) total_tokens += s.size();
+    const int64_t pdim = files.config.hidden_size;
+    PoolingConfig mean;  // mean pooling + normalize, as sentence-transformers' MiniLM/BGE setups
+    auto make_batches = [&](size_t budget) {
+      std::vector<PackedBatch> batches;
+      for (size_t start = 0; start < order.size();) {
+        PackedBatch b;
+        b.cu_seqlens.push_back(0);
+        size_t end = start, tok = 0;
+        while (end < order.size() && (end == start || tok + seqs[order[end]].size() <= budget)) {
+          const auto& s = seqs[order[end]];
+          b.ids.insert(b.ids.end(), s.begin(), s.end());
+          b.type_ids.insert(b.type_ids.end(), s.size(), 0);
+          for (size_t p = 0; p < s.size(); ++p) b.positions.push_back(int32_t(p));
+          b.cu_seqlens.push_back(int32_t(b.ids.size()));
+          tok += s.size();
+          ++end;
+        }
+        batches.push_back(std::move(b));
+        start = end;
+      }
+      return batches;
+    };
+    if (!check_ids.empty()) {
+      cuda::BertEncoder enc(files.config, cpu_model.weights(), prec, 8192);
+      std::vector<float> out(seqs.size() * size_t(pdim)), rows;
+      size_t k = 0;
+      for (auto& b : make_batches(8192)) {
+        rows.resize(size_t(b.sequences() * pdim));
+        enc.encode(b, mean, {}, true, rows.data());
+        for (int64_t s = 0; s < b.sequences(); ++s, ++k)
+          std::copy(rows.begin() + s * pdim, rows.begin() + (s + 1) * pdim, out.begin() + int64_t(order[k]) * pdim);
+      }
+      std::ofstream f(out_path, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(out.data()), std::streamsize(out.size() * 4));
+      return 0;
+    }
+    for (size_t budget : parse_list(budgets)) {
+      auto batches = make_batches(budget);
+      cuda::BertEncoder enc(files.config, cpu_model.weights(), prec, budget);
+      std::vector<float> rows;
+      double fwd_ms = 0;
+      auto run_all = [&] {
+        for (auto& b : batches) {
+          rows.resize(size_t(b.sequences() * pdim));
+          enc.encode(b, mean, {}, true, rows.data());
+          fwd_ms += enc.last_times().forward;
+        }
+      };
+      run_all();  // warm-up: heuristics, allocations
+      std::vector<double> secs;
+      for (int r = 0; r < reps; ++r) {
+        fwd_ms = 0;
+        auto t0 = Clock::now();
+        run_all();
+        secs.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      }
+      std::sort(secs.begin(), secs.end());
+      const double s = secs[secs.size() / 2];
+      std::printf("{\"budget\": %zu, \"batches\": %zu, \"tokens\": %zu, \"seconds\": %.6f, \"tokens_per_s\": %.1f, "
+                  "\"device_forward_ms_last\": %.3f}\n",
+                  budget, batches.size(), total_tokens, s, double(total_tokens) / s, fwd_ms);
+      std::fflush(stdout);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "embedkit_gpu_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

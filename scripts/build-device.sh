@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds EmbedKit here for the GPU machine (sm_90, no -march=native: that machine's CPU differs)
+# and stages what a device run needs in .device/ (git-ignored; carry it with the device tool):
+#   .device/bin/      embedkit, embedkit_cuda_tests, embedkit_gpu_bench, embedkit_unit_tests
+#   .device/lib.tar.xz  shared libraries the GPU machine lacks (OpenBLAS, simdjson, utf8proc, …)
+#   .device/tokenizer/  the BERT-uncased tokenizer files (for random-initialised test models)
+# On the device: bash scripts/gpu-check.sh …   (it unpacks lib.tar.xz itself)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBEDKIT_NATIVE=OFF -DEMBEDKIT_CUDA=on \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DEMBEDKIT_TESTS=ON >/dev/null
+ninja -C build-device embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests
+rm -rf .device && mkdir -p .device/bin .device/lib .device/tokenizer
+for b in embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests; do
+  cp build-device/$b .device/bin/ && strip .device/bin/$b
+done
+for lib in $(ldd build-device/embedkit | awk '/=>/ {print $3}' | grep -E "openblas|simdjson|utf8proc|gfortran|quadmath|gomp"); do
+  cp -L "$lib" .device/lib/
+done
+tar -C .device -cJf .device/lib.tar.xz lib && rm -rf .device/lib
+model="${EMBEDKIT_HOME:-$HOME/.cache/embedkit}/models/sentence-transformers/all-MiniLM-L6-v2"
+cp "$model"/{tokenizer.json,tokenizer_config.json,special_tokens_map.json,vocab.txt} .device/tokenizer/
+du -sh .device

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks in one device call. Build here first with scripts/build-device.sh,
+# which fills .device/ (binaries for sm_90, their shared libraries, tokenizer files); then:
+#   device run (carry .device):  bash scripts/gpu-check.sh [checks] [bench-minilm] [bench-bge] [torch]
+# Prints a short summary last; full logs go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+D=.device
+OUT=${OUT:-/tmp/ek-out}
+mkdir -p "$OUT"
+[ -d $D/lib ] || tar -C $D -xJf $D/lib.tar.xz
+export LD_LIBRARY_PATH="$PWD/$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export PYTHONUNBUFFERED=1
+stages=${*:-checks bench-minilm}
+summary=()
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+M=/tmp/ek-models
+mkdir -p $M
+[ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm
+for s in $stages; do
+  case $s in
+    checks)
+      $D/bin/embedkit_cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^\[  (PASSED|FAILED)|FAILED|Failure|rel_err|Expected" | head -40
+      summary+=("op tests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/cuda_tests.log" | tr '\n' ' ')")
+      $D/bin/embedkit_unit_tests 2>&1 | tail -1
+      python3 tests/gpu/check_e2e.py --bin $D/bin/embedkit --model $M/minilm --texts tests/golden/texts.json 2>&1 | tee "$OUT/e2e.log"
+      summary+=("$(cat "$OUT/e2e.log")")
+      ;;
+    bench-minilm|bench-bge)
+      name=${s#bench-}
+      if [ "$name" = bge ]; then
+        [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge
+      fi
+      python3 bench/gpu_vs_pytorch.py --model $M/$name --name $name --embedkit-bench $D/bin/embedkit_gpu_bench \
+        --forms none --workloads ${WORKLOADS:-short,medium,long} 2>&1 | tee "$OUT/ek_$name.log" | grep -v "^    "
+      summary+=("$(grep '^|' "$OUT/ek_$name.log")")
+      lat=$($D/bin/embedkit_gpu_bench --model $M/$name --latency "What is the capital city of France and how many people live there" --iters 1000)
+      summary+=("$name latency: $lat")
+      ;;
+    torch-minilm|torch-bge)
+      name=${s#torch-}
+      [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }
+      python3 bench/gpu_vs_pytorch.py --model $M/$name --name $name --embedkit-bench $D/bin/embedkit_gpu_bench \
+        ${TORCH_FORMS:+--forms $TORCH_FORMS} ${WORKLOADS:+--workloads $WORKLOADS} 2>&1 | tee "$OUT/torch_$name.log" | grep -v "^    "
+      summary+=("$(grep '^|' "$OUT/torch_$name.log")")
+      ;;
+  esac
+done
+echo "================ summary"
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,166 @@
+// Every CUDA op against the fp32 CPU op, on fresh random inputs (never zeros), outputs poisoned
+// with NaN before each run, ragged batches from 1 token to the maximum length. Inputs are first
+// rounded to the GPU precision so both sides see the same numbers; the bound is on
+// ‖gpu − cpu‖ / ‖cpu‖ (fp16 ~1e-3, bf16 ~1e-2). Runs only where a GPU is present (device tool).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "cuda/bert_cuda.h"
+#include "ops/cpu_ops.h"
+#include "pipeline/pooling.h"
+
+using namespace embedkit;
+using cuda::Precision;
+
+namespace {
+
+float round_to(float v, Precision p) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if (p == Precision::BF16) {
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    std::memcpy(&v, &u, 4);
+    return v;
+  }
+  // fp16: round through the half grid (normal range is enough for these tests).
+  int e;
+  std::frexp(v, &e);
+  const float q = std::ldexp(1.0f, std::max(e - 11, -24));
+  return std::nearbyint(v / q) * q;
+}
+
+std::vector<float> rnd(size_t n, uint32_t seed, float scale, Precision p, float shift = 0.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(shift, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = round_to(d(rng), p);
+  return v;
+}
+
+double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;  // an element never written stays NaN
+    num += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+double bound(Precision p) { return p == Precision::F16 ? 2e-3 : 1.6e-2; }
+const char* name(Precision p) { return p == Precision::F16 ? "fp16" : "bf16"; }
+
+class CudaOps : public ::testing::TestWithParam<Precision> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!cuda::available(&why)) GTEST_SKIP() << why;
+  }
+};
+
+TEST_P(CudaOps, LinearBiasEpilogue) {
+  const Precision p = GetParam();
+  for (int T : {1, 7, 300, 4096}) {
+    for (auto [n_in, n_out] : {std::pair{384, 1152}, std::pair{1536, 384}, std::pair{768, 3072}}) {
+      auto x = rnd(size_t(T) * n_in, uint32_t(T + n_in), 1.f, p), W = rnd(size_t(n_out) * n_in, 2, 0.05f, p),
+           b = rnd(size_t(n_out), 3, 0.5f, p);
+      std::vector<float> ref(size_t(T) * n_out);
+      cpu::linear(x.data(), T, n_in, W.data(), b.data(), n_out, ref.data());
+      auto got = cuda::testing::linear(x, T, n_in, W, b, n_out, p);
+      EXPECT_LT(rel_err(got, ref), bound(p)) << name(p) << " T=" << T << " " << n_in << "->" << n_out;
+    }
+  }
+}
+
+TEST_P(CudaOps, GeluErf) {
+  const Precision p = GetParam();
+  auto x = rnd(100003, 5, 2.f, p);
+  auto ref = x;
+  cpu::activate(ref.data(), int64_t(ref.size()), cpu::Activation::GeluErf);
+  EXPECT_LT(rel_err(cuda::testing::gelu(x, p), ref), bound(p));
+}
+
+TEST_P(CudaOps, AddLayerNorm) {
+  const Precision p = GetParam();
+  for (int d : {384, 768, 1024}) {
+    for (int T : {1, 33, 5000}) {
+      auto x = rnd(size_t(T) * d, 6, 2.f, p, 0.3f), h = rnd(size_t(T) * d, 7, 1.f, p), g = rnd(size_t(d), 8, 0.2f, p, 1.f),
+           b = rnd(size_t(d), 9, 0.1f, p);
+      std::vector<float> ref(x.size());
+      cpu::add_layernorm(x.data(), h.data(), T, d, g.data(), b.data(), 1e-12f, ref.data());
+      EXPECT_LT(rel_err(cuda::testing::add_layernorm(x, h, g, b, T, d, 1e-12f, p), ref), bound(p))
+          << name(p) << " d=" << d << " T=" << T;
+    }
+  }
+}
+
+TEST_P(CudaOps, EmbeddingsLayerNorm) {
+  const Precision p = GetParam();
+  const int d = 384, V = 1000, P = 512;
+  std::mt19937 rng(11);
+  std::vector<int32_t> ids(700), types(700), pos(700);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = int32_t(rng() % V);
+    types[i] = int32_t(rng() % 2);
+    pos[i] = int32_t(rng() % P);
+  }
+  auto word = rnd(size_t(V) * d, 12, 0.5f, p), pe = rnd(size_t(P) * d, 13, 0.5f, p), te = rnd(size_t(2) * d, 14, 0.5f, p),
+       g = rnd(size_t(d), 15, 0.2f, p, 1.f), b = rnd(size_t(d), 16, 0.1f, p);
+  std::vector<float> sum(ids.size() * d), ref(sum.size());
+  for (size_t t = 0; t < ids.size(); ++t)
+    for (int i = 0; i < d; ++i)
+      sum[t * d + size_t(i)] = word[size_t(ids[t]) * d + size_t(i)] + pe[size_t(pos[t]) * d + size_t(i)] +
+                               te[size_t(types[t]) * d + size_t(i)];
+  cpu::add_layernorm(sum.data(), nullptr, int64_t(ids.size()), d, g.data(), b.data(), 1e-12f, ref.data());
+  EXPECT_LT(rel_err(cuda::testing::embed_layernorm(ids, types, pos, word, pe, te, g, b, d, 1e-12f, p), ref), bound(p));
+}
+
+TEST_P(CudaOps, VarlenAttention) {
+  const Precision p = GetParam();
+  const std::vector<std::vector<int32_t>> batches = {
+      {0, 1}, {0, 1, 2, 3}, {0, 17, 18, 82, 147, 659}, {0, 512}, {0, 64, 128}};
+  for (int dh : {32, 64, 128}) {
+    for (bool causal : {false, true}) {
+      for (const auto& cu : batches) {
+        const int H = 4;
+        auto qkv = rnd(size_t(cu.back()) * 3 * H * dh, uint32_t(17 + dh + cu.back()), 1.f, p);
+        std::vector<float> ref(size_t(cu.back()) * H * dh);
+        cpu::attention(qkv.data(), cu.data(), int64_t(cu.size()) - 1, H, dh, ref.data(), causal);
+        auto got = cuda::testing::attention(qkv, cu, H, dh, causal, p);
+        EXPECT_LT(rel_err(got, ref), bound(p)) << name(p) << " dh=" << dh << " causal=" << causal
+                                               << " tokens=" << cu.back();
+      }
+    }
+  }
+}
+
+TEST_P(CudaOps, PoolingAllModesAndNormalize) {
+  const Precision p = GetParam();
+  const int d = 384;
+  std::vector<int32_t> cu = {0, 1, 40, 41, 553};
+  auto h = rnd(size_t(cu.back()) * d, 21, 1.f, p);
+  PoolingConfig c;
+  c.cls = c.max = c.mean = c.mean_sqrt_len = c.weighted_mean = c.last_token = true;
+  for (bool with_skip : {false, true}) {
+    std::vector<int32_t> skip = with_skip ? std::vector<int32_t>{0, 3, 1, 10} : std::vector<int32_t>{};
+    const int S = int(cu.size()) - 1, od = int(pooled_dim(d, c));
+    std::vector<float> ref(size_t(S) * od);
+    pool(h.data(), d, cu, c, skip, ref.data());
+    EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, false, p), ref), 1e-5) << name(p);
+    auto normed = ref;
+    for (int s = 0; s < S; ++s) {
+      double ss = 0;
+      for (int i = 0; i < od; ++i) ss += double(normed[size_t(s) * od + i]) * normed[size_t(s) * od + i];
+      for (int i = 0; i < od; ++i) normed[size_t(s) * od + i] = float(normed[size_t(s) * od + i] / std::sqrt(ss));
+    }
+    EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, true, p), normed), 1e-5) << name(p);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, CudaOps, ::testing::Values(Precision::F16, Precision::BF16),
+                         [](const auto& info) { return std::string(name(info.param)); });
+
+}  // namespace
