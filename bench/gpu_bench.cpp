@@ -145,11 +145,17 @@ int main(int argc, char** argv) {
       cuda::BertEncoder enc(files.config, cpu_model.weights(), prec, budget);
       std::vector<float> rows;
       double fwd_ms = 0;
+      cuda::PhaseTimes sum;
       auto run_all = [&] {
+        sum = {};
         for (auto& b : batches) {
           rows.resize(size_t(b.sequences() * pdim));
           enc.encode(b, mean, {}, true, rows.data());
-          fwd_ms += enc.last_times().forward;
+          const auto& t = enc.last_times();
+          fwd_ms += t.forward;
+          sum.h2d += t.h2d, sum.forward += t.forward, sum.pool += t.pool, sum.d2h += t.d2h;
+          sum.gemm += t.gemm, sum.attention += t.attention, sum.layernorm += t.layernorm;
+          sum.activation += t.activation, sum.embed += t.embed;
         }
       };
       run_all();  // warm-up: heuristics, allocations
@@ -163,8 +169,10 @@ int main(int argc, char** argv) {
       std::sort(secs.begin(), secs.end());
       const double s = secs[secs.size() / 2];
       std::printf("{\"budget\": %zu, \"batches\": %zu, \"tokens\": %zu, \"seconds\": %.6f, \"tokens_per_s\": %.1f, "
-                  "\"device_forward_ms_last\": %.3f}\n",
-                  budget, batches.size(), total_tokens, s, double(total_tokens) / s, fwd_ms);
+                  "\"ms\": {\"h2d\": %.3f, \"forward\": %.3f, \"pool\": %.3f, \"d2h\": %.3f, \"gemm\": %.3f, "
+                  "\"attention\": %.3f, \"layernorm\": %.3f, \"activation\": %.3f, \"embed\": %.3f}}\n",
+                  budget, batches.size(), total_tokens, s, double(total_tokens) / s, sum.h2d, sum.forward, sum.pool,
+                  sum.d2h, sum.gemm, sum.attention, sum.layernorm, sum.activation, sum.embed);
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

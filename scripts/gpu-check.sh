@@ -37,6 +37,16 @@ for s in $stages; do
       lat=$($D/bin/embedkit_gpu_bench --model $M/$name --latency "What is the capital city of France and how many people live there" --iters 1000)
       summary+=("$name latency: $lat")
       ;;
+    profile-minilm|profile-bge)
+      name=${s#profile-}
+      [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }
+      for wl in short medium long; do
+        python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['$wl']; g.write_ids('/tmp/ids_p_$wl.bin', g.make_ids(n, lo, hi, {'short': 1, 'medium': 2, 'long': 3}['$wl']))"
+        r=$(EMBEDKIT_PROFILE_OPS=1 $D/bin/embedkit_gpu_bench --model $M/$name --ids /tmp/ids_p_$wl.bin --budgets ${BUDGETS:-65536} --reps 2)
+        echo "$name $wl $r"
+        summary+=("profile $name $wl: $r")
+      done
+      ;;
     torch-minilm|torch-bge)
       name=${s#torch-}
       [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }

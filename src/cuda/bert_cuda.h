@@ -20,6 +20,8 @@ enum class Precision { F16, BF16 };
 // Device time of the phases of the last encode() call, from CUDA events (milliseconds).
 struct PhaseTimes {
   float h2d = 0, forward = 0, pool = 0, d2h = 0;
+  // Forward split by op kind; filled only when EMBEDKIT_PROFILE_OPS=1 (an event per op).
+  float gemm = 0, attention = 0, layernorm = 0, activation = 0, embed = 0;
 };
 
 class BertEncoder {

@@ -127,6 +127,65 @@ __global__ void add_layernorm_kernel(const T* __restrict__ x, T* __restrict__ hi
   }
 }
 
+// Same, two elements per 4-byte access (d % 64 == 0): half the load instructions.
+template <typename T> struct Pair;
+template <> struct Pair<__half> {
+  using type = __half2;
+  static __device__ __forceinline__ float2 to_f2(__half2 v) { return __half22float2(v); }
+  static __device__ __forceinline__ __half2 from_f2(float a, float b) { return __floats2half2_rn(a, b); }
+};
+template <> struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ __forceinline__ float2 to_f2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
+  static __device__ __forceinline__ __nv_bfloat162 from_f2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+
+template <typename T>
+__global__ void add_layernorm_pairs_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
+                                           const T* __restrict__ b, int T_, int d, float eps) {
+  using P = Pair<T>;
+  using V = typename P::type;
+  const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (t >= T_) return;
+  const V* xr = reinterpret_cast<const V*>(x + size_t(t) * d);
+  V* hr = reinterpret_cast<V*>(hidden + size_t(t) * d);
+  const V* gr = reinterpret_cast<const V*>(g);
+  const V* br = reinterpret_cast<const V*>(b);
+  constexpr int kMaxPairs = kMaxDPerLane / 2;
+  float2 v[kMaxPairs];
+  float sum = 0.f;
+  const int per = d / 64;
+#pragma unroll
+  for (int k = 0; k < kMaxPairs; ++k) {
+    if (k < per) {
+      const float2 a = P::to_f2(xr[lane + 32 * k]), r = P::to_f2(hr[lane + 32 * k]);
+      v[k] = make_float2(a.x + r.x, a.y + r.y);
+      sum += v[k].x + v[k].y;
+    }
+  }
+  const float mean = warp_sum(sum) / float(d);
+  float var = 0.f;
+#pragma unroll
+  for (int k = 0; k < kMaxPairs; ++k)
+    if (k < per) var += (v[k].x - mean) * (v[k].x - mean) + (v[k].y - mean) * (v[k].y - mean);
+  const float inv = rsqrtf(warp_sum(var) / float(d) + eps);
+#pragma unroll
+  for (int k = 0; k < kMaxPairs; ++k) {
+    if (k < per) {
+      const float2 gg = P::to_f2(gr[lane + 32 * k]), bb = P::to_f2(br[lane + 32 * k]);
+      hr[lane + 32 * k] = P::from_f2((v[k].x - mean) * inv * gg.x + bb.x, (v[k].y - mean) * inv * gg.y + bb.y);
+    }
+  }
+}
+
+template <typename T>
+void launch_add_layernorm(const T* x, T* hidden, const T* g, const T* b, int T_, int d, float eps, cudaStream_t stream) {
+  const int warps = 8;
+  const dim3 grid((T_ + warps - 1) / warps), block(32 * warps);
+  if (d % 64 == 0) add_layernorm_pairs_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
+  else add_layernorm_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
+}
+
 // ------------------------------------------------------------------ GELU (exact, erf)
 template <typename T>
 __global__ void gelu_kernel(T* x, size_t n) {
@@ -136,153 +195,247 @@ __global__ void gelu_kernel(T* x, size_t n) {
   }
 }
 
-// ------------------------------------------------------------------ variable-length attention
-// One CTA = 4 warps = a tile of 64 query rows of one (sequence, head); each warp owns 16 rows.
-// K/V stream through shared memory 64 keys at a time; S = QKᵀ and O += PV on tensor cores
-// (WMMA 16×16×16, fp32 accumulate); online softmax keeps running max/sum per row, so memory
-// is O(tile) whatever the sequence length. tiles[i] = (sequence, first query row).
-namespace wmma = nvcuda::wmma;
-constexpr int kTile = 64, kWarps = 4;
-
-template <typename T, int DH>
-struct AttnSmem {
-  static constexpr int ldt = DH + 8;        // T rows (16-byte pad against bank conflicts)
-  static constexpr int lds = kTile + 4;     // float score rows
-  static constexpr int ldp = kTile + 8;     // T prob rows
-  static constexpr int ldo = DH + 4;        // float output rows
-  static constexpr size_t bytes = sizeof(T) * (3 * kTile * ldt + kTile * ldp) + sizeof(float) * (kTile * lds + kTile * ldo + 3 * kTile);
+// ------------------------------------------------------------------ flash attention (mma.sync)
+// FlashAttention-2 style, on Hopper/Ampere tensor cores through mma.sync.m16n8k16 (fp32
+// accumulate). A CTA of WARPS warps covers WARPS×16 query rows of one (sequence, head); each warp
+// owns 16 rows and keeps its Q fragments, running max/sum and O accumulators in registers.
+// K/V stream through shared memory KB keys at a time. Fragment layouts (PTX ISA, mma m16n8k16):
+//   A 16×16: a0 (row g, cols 2c..2c+1), a1 (row g+8), a2 (row g, cols +8), a3 (row g+8, cols +8)
+//   B 16×8 : b0 (k 2c..2c+1, col g), b1 (k +8);  C 16×8: c0,c1 (row g, cols 2c..), c2,c3 (row g+8)
+// with g = lane/4, c = lane%4. The S accumulator of two adjacent 8-key tiles is exactly the A
+// fragment of P for the P·V product, so P never leaves registers.
+template <typename T> struct MmaOps;
+template <> struct MmaOps<__half> {
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t pack(float x, float y) {
+    __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <> struct MmaOps<__nv_bfloat16> {
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t pack(float x, float y) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
 };
 
-template <typename T, int DH>
-__global__ void __launch_bounds__(kWarps * 32) attention_kernel(const T* __restrict__ qkv,
-                                                                const int* __restrict__ cu_seqlens,
-                                                                const int2* __restrict__ tiles, int H,
-                                                                float scale_log2, int causal, T* __restrict__ out) {
-  using S = AttnSmem<T, DH>;
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+template <typename T, int DH, int WARPS, int KB>
+struct FlashSmem {
+  static constexpr int ld = DH + 8;  // 16-byte row pad: ldmatrix rows fall in distinct banks
+  static constexpr size_t bytes = sizeof(T) * size_t(WARPS * 16 + 2 * KB) * ld;
+};
+
+template <typename T, int DH, int WARPS, int KB>
+__global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(const T* __restrict__ qkv,
+                                                                     const int* __restrict__ cu_seqlens,
+                                                                     const int2* __restrict__ tiles, int H,
+                                                                     float scale_log2, int causal,
+                                                                     T* __restrict__ out) {
+  using Sm = FlashSmem<T, DH, WARPS, KB>;
+  constexpr int ld = Sm::ld, QR = WARPS * 16, kVec = 8, kVecPerRow = DH / kVec;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);
-  T* Ks = Qs + kTile * S::ldt;
-  T* Vs = Ks + kTile * S::ldt;
-  T* Ps = Vs + kTile * S::ldt;
-  float* Ss = reinterpret_cast<float*>(Ps + kTile * S::ldp);
-  float* Os = Ss + kTile * S::lds;
-  float* m_run = Os + kTile * S::ldo;
-  float* l_run = m_run + kTile;
-  float* alpha = l_run + kTile;
+  T* Ks = Qs + QR * ld;
+  T* Vs = Ks + KB * ld;
 
   const int2 tile = tiles[blockIdx.x];
   const int h = blockIdx.y;
   const int seq_start = cu_seqlens[tile.x], L = cu_seqlens[tile.x + 1] - seq_start, q0 = tile.y;
-  const int d = H * DH, ld = 3 * d;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  constexpr int kVec = 8;  // T elements per 16-byte load
-  constexpr int kVecPerRow = DH / kVec;
+  const int d = H * DH, row_stride = 3 * d;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c4 = lane % 4;
 
-  // Q tile → smem (zeros past the end of the sequence); O, m, l initialised.
-  for (int i = threadIdx.x; i < kTile * kVecPerRow; i += blockDim.x) {
+  for (int i = threadIdx.x; i < QR * kVecPerRow; i += blockDim.x) {
     const int r = i / kVecPerRow, c = (i % kVecPerRow) * kVec;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (q0 + r < L) v = *reinterpret_cast<const uint4*>(qkv + size_t(seq_start + q0 + r) * ld + h * DH + c);
-    *reinterpret_cast<uint4*>(Qs + r * S::ldt + c) = v;
+    if (q0 + r < L) v = *reinterpret_cast<const uint4*>(qkv + size_t(seq_start + q0 + r) * row_stride + h * DH + c);
+    *reinterpret_cast<uint4*>(Qs + r * ld + c) = v;
   }
-  for (int i = threadIdx.x; i < kTile * DH; i += blockDim.x) Os[(i / DH) * S::ldo + i % DH] = 0.f;
-  for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
-    m_run[i] = -INFINITY;
-    l_run[i] = 0.f;
-  }
+  __syncthreads();
+  uint32_t qf[DH / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < DH / 16; ++kk)
+    ldmatrix_x4(qf[kk], Qs + (warp * 16 + (lane % 16)) * ld + kk * 16 + (lane / 16) * 8);
 
-  const int kv_end = causal ? min(L, q0 + kTile) : L;
-  for (int k0 = 0; k0 < kv_end; k0 += kTile) {
-    __syncthreads();  // previous tile's K/V no longer in use; Q/O init visible
-    for (int i = threadIdx.x; i < kTile * kVecPerRow; i += blockDim.x) {
+  float o[DH / 8][4];
+#pragma unroll
+  for (int j = 0; j < DH / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const int qa = q0 + warp * 16 + g, qb = qa + 8;  // this thread's two query rows
+  const bool warp_active = q0 + warp * 16 < L;
+
+  const int kv_end = causal ? min(L, q0 + QR) : L;
+  for (int k0 = 0; k0 < kv_end; k0 += KB) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < KB * kVecPerRow; i += blockDim.x) {
       const int r = i / kVecPerRow, c = (i % kVecPerRow) * kVec;
       uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
       if (k0 + r < L) {
-        const T* base = qkv + size_t(seq_start + k0 + r) * ld + h * DH + c;
+        const T* base = qkv + size_t(seq_start + k0 + r) * row_stride + h * DH + c;
         kv = *reinterpret_cast<const uint4*>(base + d);
         vv = *reinterpret_cast<const uint4*>(base + 2 * d);
       }
-      *reinterpret_cast<uint4*>(Ks + r * S::ldt + c) = kv;
-      *reinterpret_cast<uint4*>(Vs + r * S::ldt + c) = vv;
+      *reinterpret_cast<uint4*>(Ks + r * ld + c) = kv;
+      *reinterpret_cast<uint4*>(Vs + r * ld + c) = vv;
     }
     __syncthreads();
+    if (!warp_active) continue;
 
-    // S[16 rows of this warp, 64 keys] = Q_w · Kᵀ
-    const int r0 = warp * 16;
-    for (int n = 0; n < kTile / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
+    // S[16, KB] = Q · Kᵀ
+    float s[KB / 8][4];
 #pragma unroll
-      for (int k = 0; k < DH / 16; ++k) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bk;
-        wmma::load_matrix_sync(a, Qs + r0 * S::ldt + k * 16, S::ldt);
-        wmma::load_matrix_sync(bk, Ks + n * 16 * S::ldt + k * 16, S::ldt);
-        wmma::mma_sync(acc, a, bk, acc);
+    for (int j = 0; j < KB / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; ++kk) {
+#pragma unroll
+      for (int nn = 0; nn < KB / 16; ++nn) {
+        uint32_t b[4];
+        ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
+        MmaOps<T>::mma(s[2 * nn], qf[kk], b[0], b[1]);
+        MmaOps<T>::mma(s[2 * nn + 1], qf[kk], b[2], b[3]);
       }
-      wmma::store_matrix_sync(Ss + r0 * S::lds + n * 16, acc, S::lds, wmma::mem_row_major);
     }
-    __syncwarp();
+    // Running max on raw scores; scaling folds into one FFMA inside exp2 (FlashAttention-2).
+    // Only blocks that reach past the sequence end (or the diagonal, when causal) need masks.
+    const bool needs_mask = k0 + KB > L || (causal && k0 + KB > q0 + warp * 16);
+    float mx[2] = {-INFINITY, -INFINITY};
+    if (needs_mask) {
+#pragma unroll
+      for (int j = 0; j < KB / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = k0 + j * 8 + c4 * 2 + (e & 1);
+          const int q = e < 2 ? qa : qb;
+          if (key >= L || (causal && key > q)) s[j][e] = -INFINITY;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < KB / 8; ++j) {
+      mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+      mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+    }
+    float alpha[2], rowsum[2] = {0.f, 0.f}, neg_m[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+      const float m_new = fmaxf(m_run[i], mx[i]);
+      alpha[i] = m_run[i] == -INFINITY ? 0.f : exp2f((m_run[i] - m_new) * scale_log2);
+      m_run[i] = m_new;
+      neg_m[i] = m_new == -INFINITY ? 0.f : -m_new * scale_log2;  // all-masked row: exp2(-inf) = 0
+    }
+#pragma unroll
+    for (int j = 0; j < KB / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(fmaf(s[j][e], scale_log2, neg_m[e >> 1]));
+        s[j][e] = p;
+        rowsum[e >> 1] += p;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 1);
+      rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 2);
+      l_run[i] = l_run[i] * alpha[i] + rowsum[i];
+    }
+#pragma unroll
+    for (int j = 0; j < DH / 8; ++j) {
+      o[j][0] *= alpha[0];
+      o[j][1] *= alpha[0];
+      o[j][2] *= alpha[1];
+      o[j][3] *= alpha[1];
+    }
+    // O[16, DH] += P[16, KB] · V[KB, DH]
+#pragma unroll
+    for (int kk = 0; kk < KB / 16; ++kk) {
+      uint32_t a[4];
+      a[0] = MmaOps<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+      a[1] = MmaOps<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+      a[2] = MmaOps<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[3] = MmaOps<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int nn = 0; nn < DH / 16; ++nn) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, Vs + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * ld + nn * 16 + (lane / 16) * 8);
+        MmaOps<T>::mma(o[2 * nn], a, b[0], b[1]);
+        MmaOps<T>::mma(o[2 * nn + 1], a, b[2], b[3]);
+      }
+    }
+  }
+  if (!warp_active) return;
+  const float inv_a = l_run[0] > 0.f ? 1.f / l_run[0] : 0.f, inv_b = l_run[1] > 0.f ? 1.f / l_run[1] : 0.f;
+#pragma unroll
+  for (int j = 0; j < DH / 8; ++j) {
+    const int col = h * DH + j * 8 + c4 * 2;
+    if (qa < L) {
+      const uint32_t v = MmaOps<T>::pack(o[j][0] * inv_a, o[j][1] * inv_a);
+      *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qa) * d + col) = v;
+    }
+    if (qb < L) {
+      const uint32_t v = MmaOps<T>::pack(o[j][2] * inv_b, o[j][3] * inv_b);
+      *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qb) * d + col) = v;
+    }
+  }
+}
 
-    // Online softmax over this key tile, one row at a time; each lane holds keys lane, lane+32.
-    for (int r = r0; r < r0 + 16; ++r) {
-      const int q = q0 + r;
-      float s[2];
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int key = k0 + lane + 32 * j;
-        const bool valid = key < L && (!causal || key <= q);
-        s[j] = valid ? Ss[r * S::lds + lane + 32 * j] * scale_log2 : -INFINITY;
-      }
-      const float m_old = m_run[r];
-      const float m_new = fmaxf(m_old, warp_max(fmaxf(s[0], s[1])));
-      float p[2], psum = 0.f;
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        p[j] = m_new == -INFINITY ? 0.f : exp2f(s[j] - m_new);
-        psum += p[j];
-        Ps[r * S::ldp + lane + 32 * j] = from_f<T>(p[j]);
-      }
-      psum = warp_sum(psum);
-      if (lane == 0) {
-        const float a = m_old == -INFINITY ? 0.f : exp2f(m_old - m_new);
-        alpha[r] = a;
-        l_run[r] = l_run[r] * a + psum;
-        m_run[r] = m_new;
-      }
-    }
-    __syncwarp();
-    // Rescale this warp's O rows, then O += P · V on tensor cores.
-    for (int i = lane; i < 16 * DH; i += 32) {
-      const int r = r0 + i / DH;
-      Os[r * S::ldo + i % DH] *= alpha[r];
-    }
-    __syncwarp();
-#pragma unroll
-    for (int j = 0; j < DH / 16; ++j) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, Os + r0 * S::ldo + j * 16, S::ldo, wmma::mem_row_major);
-#pragma unroll
-      for (int k = 0; k < kTile / 16; ++k) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bv;
-        wmma::load_matrix_sync(a, Ps + r0 * S::ldp + k * 16, S::ldp);
-        wmma::load_matrix_sync(bv, Vs + k * 16 * S::ldt + j * 16, S::ldt);
-        wmma::mma_sync(acc, a, bv, acc);
-      }
-      wmma::store_matrix_sync(Os + r0 * S::ldo + j * 16, acc, S::ldo, wmma::mem_row_major);
-    }
-    __syncwarp();
+// Query rows per CTA for the two shapes we launch: short batches use one warp (16 rows) per CTA
+// so little work is padding; longer ones share each K/V tile among 4 warps (64 rows).
+constexpr int kShortSeqMax = 64;
+
+// Query tiles for one batch: (sequence, first row) per CTA, 16 or 64 rows each.
+inline int attention_tile_rows(int max_len) { return max_len <= kShortSeqMax ? 16 : 64; }
+
+template <typename T, int DH, int WARPS, int KB>
+void launch_flash_dh(const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H, float scale_log2, bool causal,
+                     T* out, cudaStream_t stream) {
+  const size_t smem = FlashSmem<T, DH, WARPS, KB>::bytes;
+  static bool configured = false;  // per instantiation; one device per process
+  if (!configured) {
+    EK_CUDA(cudaFuncSetAttribute(flash_attention_kernel<T, DH, WARPS, KB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 int(smem)));
+    configured = true;
   }
-  __syncthreads();
-  // ctx[q, h*DH + c] = O / l
-  for (int i = threadIdx.x; i < kTile * DH; i += blockDim.x) {
-    const int r = i / DH, c = i % DH;
-    if (q0 + r < L) {
-      const float l = l_run[r];
-      out[size_t(seq_start + q0 + r) * d + h * DH + c] = from_f<T>(l > 0.f ? Os[r * S::ldo + c] / l : 0.f);
-    }
+  flash_attention_kernel<T, DH, WARPS, KB><<<dim3(n_tiles, H), WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, scale_log2,
+                                                                                          causal ? 1 : 0, out);
+}
+
+// ctx[T, H*dh] = attention over qkv[T, 3*H*dh]; tile_rows from attention_tile_rows().
+template <typename T>
+void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
+                      bool causal, T* out, cudaStream_t stream) {
+  const float scale_log2 = 1.4426950408889634f / sqrtf(float(dh));
+  const bool s = tile_rows == 16;
+#define EK_FLASH(DH)                                                                                   \
+  (s ? launch_flash_dh<T, DH, 1, 32>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream)     \
+     : launch_flash_dh<T, DH, 4, 64>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream))
+  switch (dh) {
+    case 32: EK_FLASH(32); break;
+    case 64: EK_FLASH(64); break;
+    case 128: EK_FLASH(128); break;
+    default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
   }
+#undef EK_FLASH
 }
 
 // ------------------------------------------------------------------ pooling (+ normalize)

@@ -1,4 +1,5 @@
 // Op-level test entry points (see bert_cuda.h). Not on any hot path: simple, synchronous.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -114,32 +115,21 @@ std::vector<float> embed_ln_t(const std::vector<int32_t>& ids, const std::vector
   return down<T>(out, size_t(T_) * d);
 }
 
-template <typename T, int DH>
-void launch_attn(const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H, bool causal, T* out) {
-  const size_t smem = AttnSmem<T, DH>::bytes;
-  EK_CUDA(cudaFuncSetAttribute(attention_kernel<T, DH>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  attention_kernel<T, DH><<<dim3(n_tiles, H), kWarps * 32, smem>>>(qkv, cu, tiles, H,
-                                                                   1.4426950408889634f / std::sqrt(float(DH)),
-                                                                   causal ? 1 : 0, out);
-  EK_CUDA(cudaGetLastError());
-}
-
 template <typename T>
 std::vector<float> attention_t(const std::vector<float>& qkv, const std::vector<int32_t>& cu, int H, int dh,
                                bool causal) {
+  int max_len = 0;
+  for (size_t s = 0; s + 1 < cu.size(); ++s) max_len = std::max(max_len, cu[s + 1] - cu[s]);
+  const int rows = attention_tile_rows(max_len);
   std::vector<int2> tiles;
   for (size_t s = 0; s + 1 < cu.size(); ++s)
-    for (int q = 0; q < cu[s + 1] - cu[s]; q += kTile) tiles.push_back({int(s), q});
+    for (int q = 0; q < cu[s + 1] - cu[s]; q += rows) tiles.push_back({int(s), q});
   const int T_ = cu.back();
   Buf dq = up<T>(qkv), dc = up_int(cu), out = poisoned<T>(size_t(T_) * H * dh);
   Buf dt(tiles.size() * sizeof(int2));
   EK_CUDA(cudaMemcpy(dt.p, tiles.data(), tiles.size() * sizeof(int2), cudaMemcpyHostToDevice));
-  switch (dh) {
-    case 32: launch_attn<T, 32>(dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, causal, out.as<T>()); break;
-    case 64: launch_attn<T, 64>(dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, causal, out.as<T>()); break;
-    case 128: launch_attn<T, 128>(dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, causal, out.as<T>()); break;
-    default: throw Error("head dim not supported");
-  }
+  launch_attention<T>(dh, rows, dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, causal, out.as<T>(), 0);
+  EK_CUDA(cudaGetLastError());
   return down<T>(out, size_t(T_) * H * dh);
 }
 

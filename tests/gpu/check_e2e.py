@@ -46,6 +46,13 @@ def main():
         ok &= passed
         print(f"e2e {dtype} vs cpu fp32: {len(texts)} texts, min cosine {c.min():.6f}, mean {c.mean():.6f}, "
               f"worst text {int(c.argmin())} -> {'PASS' if passed else 'FAIL'}")
+        if dtype == "fp16":
+            import os
+            os.environ["EMBEDKIT_EXACT_GELU"] = "1"
+            exact = embed(args.bin, args.model, path, "--device", "cuda", "--dtype", dtype)
+            del os.environ["EMBEDKIT_EXACT_GELU"]
+            c3 = cosines(exact, cpu)
+            print(f"e2e {dtype} with exact erf-GELU pass vs cpu fp32: min cosine {c3.min():.6f}")
         alone = embed(args.bin, args.model, path, "--device", "cuda", "--dtype", dtype, "--batch-tokens", "1")
         c2 = cosines(alone, gpu)
         passed = bool(c2.min() >= 0.99999)

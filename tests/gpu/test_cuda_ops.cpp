@@ -121,7 +121,7 @@ TEST_P(CudaOps, EmbeddingsLayerNorm) {
 TEST_P(CudaOps, VarlenAttention) {
   const Precision p = GetParam();
   const std::vector<std::vector<int32_t>> batches = {
-      {0, 1}, {0, 1, 2, 3}, {0, 17, 18, 82, 147, 659}, {0, 512}, {0, 64, 128}};
+      {0, 1}, {0, 1, 2, 3}, {0, 17, 18, 82, 147, 659}, {0, 512}, {0, 64, 128}, {0, 65, 66}, {0, 5, 40, 104}};
   for (int dh : {32, 64, 128}) {
     for (bool causal : {false, true}) {
       for (const auto& cu : batches) {
