@@ -319,7 +319,7 @@ struct BertEncoder::Impl {
     // Query tiles per sequence (16 rows for short batches, 64 otherwise).
     int max_len = 0;
     for (int s = 0; s < S; ++s) max_len = std::max(max_len, b.cu_seqlens[size_t(s) + 1] - b.cu_seqlens[size_t(s)]);
-    const int tile_rows = attention_tile_rows(max_len);
+    const int tile_rows = attention_tile_rows(max_len, dh);
     std::vector<int2> tiles;
     for (int s = 0; s < S; ++s)
       for (int q = 0; q < b.cu_seqlens[size_t(s) + 1] - b.cu_seqlens[size_t(s)]; q += tile_rows) tiles.push_back({s, q});

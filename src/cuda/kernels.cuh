@@ -239,30 +239,64 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
 
-template <typename T, int DH, int WARPS, int KB>
+__device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; exp2(-inf) = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// 16-byte global→shared copy that bypasses registers; src_bytes = 0 writes zeros.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+template <typename T, int DH, int WARPS, int MT, int KB>
 struct FlashSmem {
   static constexpr int ld = DH + 8;  // 16-byte row pad: ldmatrix rows fall in distinct banks
-  static constexpr size_t bytes = sizeof(T) * size_t(WARPS * 16 + 2 * KB) * ld;
+  // Q tile + two stages of (K, V) tiles.
+  static constexpr size_t bytes = sizeof(T) * size_t(WARPS * MT * 16 + 4 * KB) * ld;
 };
 
-template <typename T, int DH, int WARPS, int KB>
+// MT = 16-row m-tiles per warp: each K/V fragment read from shared memory feeds MT products.
+template <typename T, int DH, int WARPS, int MT, int KB>
 __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(const T* __restrict__ qkv,
                                                                      const int* __restrict__ cu_seqlens,
                                                                      const int2* __restrict__ tiles, int H,
                                                                      float scale_log2, int causal,
                                                                      T* __restrict__ out) {
-  using Sm = FlashSmem<T, DH, WARPS, KB>;
-  constexpr int ld = Sm::ld, QR = WARPS * 16, kVec = 8, kVecPerRow = DH / kVec;
+  using Sm = FlashSmem<T, DH, WARPS, MT, KB>;
+  constexpr int ld = Sm::ld, WR = MT * 16, QR = WARPS * WR, kVec = 8, kVecPerRow = DH / kVec;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);
-  T* Ks = Qs + QR * ld;
-  T* Vs = Ks + KB * ld;
+  T* KV = Qs + QR * ld;  // stage s: K at KV + 2s·KB·ld, V right after
 
   const int2 tile = tiles[blockIdx.x];
   const int h = blockIdx.y;
   const int seq_start = cu_seqlens[tile.x], L = cu_seqlens[tile.x + 1] - seq_start, q0 = tile.y;
   const int d = H * DH, row_stride = 3 * d;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c4 = lane % 4;
+  const int w0 = q0 + warp * WR;  // first query row of this warp
+  const bool warp_active = w0 < L;
+  const int kv_end = causal ? min(L, q0 + QR) : L;
+
+  // K/V tiles stream through two shared-memory stages: the copy of tile i+1 (cp.async) runs
+  // while tile i is multiplied.
+  auto issue_kv = [&](int k0, int stage) {
+    T* Ks = KV + 2 * stage * KB * ld;
+    T* Vs = Ks + KB * ld;
+    for (int i = threadIdx.x; i < KB * kVecPerRow; i += blockDim.x) {
+      const int r = i / kVecPerRow, c = (i % kVecPerRow) * kVec;
+      const bool in = k0 + r < L;
+      const T* base = qkv + size_t(seq_start + (in ? k0 + r : 0)) * row_stride + h * DH + c;
+      cp_async_16(Ks + r * ld + c, base + d, in ? 16 : 0);
+      cp_async_16(Vs + r * ld + c, base + 2 * d, in ? 16 : 0);
+    }
+    cp_async_commit();
+  };
+  if (kv_end > 0) issue_kv(0, 0);
 
   for (int i = threadIdx.x; i < QR * kVecPerRow; i += blockDim.x) {
     const int r = i / kVecPerRow, c = (i % kVecPerRow) * kVec;
@@ -271,153 +305,173 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(const T* __
     *reinterpret_cast<uint4*>(Qs + r * ld + c) = v;
   }
   __syncthreads();
-  uint32_t qf[DH / 16][4];
+  uint32_t qf[MT][DH / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < DH / 16; ++kk)
-    ldmatrix_x4(qf[kk], Qs + (warp * 16 + (lane % 16)) * ld + kk * 16 + (lane / 16) * 8);
-
-  float o[DH / 8][4];
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-  for (int j = 0; j < DH / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-  const int qa = q0 + warp * 16 + g, qb = qa + 8;  // this thread's two query rows
-  const bool warp_active = q0 + warp * 16 < L;
+    for (int kk = 0; kk < DH / 16; ++kk)
+      ldmatrix_x4(qf[mt][kk], Qs + (warp * WR + mt * 16 + (lane % 16)) * ld + kk * 16 + (lane / 16) * 8);
 
-  const int kv_end = causal ? min(L, q0 + QR) : L;
-  for (int k0 = 0; k0 < kv_end; k0 += KB) {
-    __syncthreads();
-    for (int i = threadIdx.x; i < KB * kVecPerRow; i += blockDim.x) {
-      const int r = i / kVecPerRow, c = (i % kVecPerRow) * kVec;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (k0 + r < L) {
-        const T* base = qkv + size_t(seq_start + k0 + r) * row_stride + h * DH + c;
-        kv = *reinterpret_cast<const uint4*>(base + d);
-        vv = *reinterpret_cast<const uint4*>(base + 2 * d);
-      }
-      *reinterpret_cast<uint4*>(Ks + r * ld + c) = kv;
-      *reinterpret_cast<uint4*>(Vs + r * ld + c) = vv;
+  float o[MT][DH / 8][4];
+  float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int j = 0; j < DH / 8; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.f;
+  }
+
+  int stage = 0;
+  for (int k0 = 0; k0 < kv_end; k0 += KB, stage ^= 1) {
+    if (k0 + KB < kv_end) {
+      issue_kv(k0 + KB, stage ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
-    __syncthreads();
-    if (!warp_active) continue;
-
-    // S[16, KB] = Q · Kᵀ
-    float s[KB / 8][4];
+    __syncthreads();  // tile k0 landed for every thread
+    const T* Ks = KV + 2 * stage * KB * ld;
+    const T* Vs = Ks + KB * ld;
+    if (warp_active) {
+      // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
+      float s[MT][KB / 8][4];
 #pragma unroll
-    for (int j = 0; j < KB / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int kk = 0; kk < DH / 16; ++kk) {
+        for (int j = 0; j < KB / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
-      for (int nn = 0; nn < KB / 16; ++nn) {
-        uint32_t b[4];
-        ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
-        MmaOps<T>::mma(s[2 * nn], qf[kk], b[0], b[1]);
-        MmaOps<T>::mma(s[2 * nn + 1], qf[kk], b[2], b[3]);
+      for (int kk = 0; kk < DH / 16; ++kk) {
+#pragma unroll
+        for (int nn = 0; nn < KB / 16; ++nn) {
+          uint32_t b[4];
+          ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            MmaOps<T>::mma(s[mt][2 * nn], qf[mt][kk], b[0], b[1]);
+            MmaOps<T>::mma(s[mt][2 * nn + 1], qf[mt][kk], b[2], b[3]);
+          }
+        }
       }
-    }
-    // Running max on raw scores; scaling folds into one FFMA inside exp2 (FlashAttention-2).
-    // Only blocks that reach past the sequence end (or the diagonal, when causal) need masks.
-    const bool needs_mask = k0 + KB > L || (causal && k0 + KB > q0 + warp * 16);
-    float mx[2] = {-INFINITY, -INFINITY};
-    if (needs_mask) {
+      // Online softmax. Max on raw scores; the scale folds into one FFMA inside exp2
+      // (FlashAttention-2). Only blocks past the sequence end (or the diagonal) need masks.
+      const bool needs_mask = k0 + KB > L || (causal && k0 + KB > w0);
+      uint32_t pa[MT][KB / 16][4];  // P as A fragments (fp16/bf16)
 #pragma unroll
-      for (int j = 0; j < KB / 8; ++j) {
+      for (int mt = 0; mt < MT; ++mt) {
+        const int qa = w0 + mt * 16 + g, qb = qa + 8;  // this thread's two query rows
+        if (needs_mask) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = k0 + j * 8 + c4 * 2 + (e & 1);
-          const int q = e < 2 ? qa : qb;
-          if (key >= L || (causal && key > q)) s[j][e] = -INFINITY;
+          for (int j = 0; j < KB / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = k0 + j * 8 + c4 * 2 + (e & 1);
+              if (key >= L || (causal && key > (e < 2 ? qa : qb))) s[mt][j][e] = -INFINITY;
+            }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < KB / 8; ++j) {
+          mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
+          mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
+        }
+        float alpha[2], rowsum[2] = {0.f, 0.f}, neg_m[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+          const float m_new = fmaxf(m_run[mt][i], mx[i]);
+          alpha[i] = m_run[mt][i] == -INFINITY ? 0.f : fast_exp2((m_run[mt][i] - m_new) * scale_log2);
+          m_run[mt][i] = m_new;
+          neg_m[i] = m_new == -INFINITY ? 0.f : -m_new * scale_log2;  // all-masked row: exp2(-inf) = 0
+        }
+#pragma unroll
+        for (int j = 0; j < KB / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float p = fast_exp2(fmaf(s[mt][j][e], scale_log2, neg_m[e >> 1]));
+            s[mt][j][e] = p;
+            rowsum[e >> 1] += p;
+          }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 1);
+          rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 2);
+          l_run[mt][i] = l_run[mt][i] * alpha[i] + rowsum[i];
+        }
+#pragma unroll
+        for (int j = 0; j < DH / 8; ++j) {
+          o[mt][j][0] *= alpha[0];
+          o[mt][j][1] *= alpha[0];
+          o[mt][j][2] *= alpha[1];
+          o[mt][j][3] *= alpha[1];
+        }
+        // The S accumulators of key tiles 2kk, 2kk+1 are the A fragment of P for k-step kk.
+#pragma unroll
+        for (int kk = 0; kk < KB / 16; ++kk) {
+          pa[mt][kk][0] = MmaOps<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][kk][1] = MmaOps<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][kk][2] = MmaOps<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][kk][3] = MmaOps<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+      }
+      // O[WR, DH] += P[WR, KB] · V[KB, DH] (each V fragment feeds MT m-tiles)
+#pragma unroll
+      for (int kk = 0; kk < KB / 16; ++kk) {
+#pragma unroll
+        for (int nn = 0; nn < DH / 16; ++nn) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, Vs + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * ld + nn * 16 + (lane / 16) * 8);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            MmaOps<T>::mma(o[mt][2 * nn], pa[mt][kk], b[0], b[1]);
+            MmaOps<T>::mma(o[mt][2 * nn + 1], pa[mt][kk], b[2], b[3]);
+          }
         }
       }
     }
-#pragma unroll
-    for (int j = 0; j < KB / 8; ++j) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-    }
-    float alpha[2], rowsum[2] = {0.f, 0.f}, neg_m[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      const float m_new = fmaxf(m_run[i], mx[i]);
-      alpha[i] = m_run[i] == -INFINITY ? 0.f : exp2f((m_run[i] - m_new) * scale_log2);
-      m_run[i] = m_new;
-      neg_m[i] = m_new == -INFINITY ? 0.f : -m_new * scale_log2;  // all-masked row: exp2(-inf) = 0
-    }
-#pragma unroll
-    for (int j = 0; j < KB / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(fmaf(s[j][e], scale_log2, neg_m[e >> 1]));
-        s[j][e] = p;
-        rowsum[e >> 1] += p;
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 1);
-      rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 2);
-      l_run[i] = l_run[i] * alpha[i] + rowsum[i];
-    }
-#pragma unroll
-    for (int j = 0; j < DH / 8; ++j) {
-      o[j][0] *= alpha[0];
-      o[j][1] *= alpha[0];
-      o[j][2] *= alpha[1];
-      o[j][3] *= alpha[1];
-    }
-    // O[16, DH] += P[16, KB] · V[KB, DH]
-#pragma unroll
-    for (int kk = 0; kk < KB / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = MmaOps<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = MmaOps<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = MmaOps<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = MmaOps<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-      for (int nn = 0; nn < DH / 16; ++nn) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, Vs + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * ld + nn * 16 + (lane / 16) * 8);
-        MmaOps<T>::mma(o[2 * nn], a, b[0], b[1]);
-        MmaOps<T>::mma(o[2 * nn + 1], a, b[2], b[3]);
-      }
-    }
+    __syncthreads();  // every warp is done with this stage before it is refilled
   }
   if (!warp_active) return;
-  const float inv_a = l_run[0] > 0.f ? 1.f / l_run[0] : 0.f, inv_b = l_run[1] > 0.f ? 1.f / l_run[1] : 0.f;
 #pragma unroll
-  for (int j = 0; j < DH / 8; ++j) {
-    const int col = h * DH + j * 8 + c4 * 2;
-    if (qa < L) {
-      const uint32_t v = MmaOps<T>::pack(o[j][0] * inv_a, o[j][1] * inv_a);
-      *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qa) * d + col) = v;
-    }
-    if (qb < L) {
-      const uint32_t v = MmaOps<T>::pack(o[j][2] * inv_b, o[j][3] * inv_b);
-      *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qb) * d + col) = v;
+  for (int mt = 0; mt < MT; ++mt) {
+    const int qa = w0 + mt * 16 + g, qb = qa + 8;
+    const float inv_a = l_run[mt][0] > 0.f ? 1.f / l_run[mt][0] : 0.f;
+    const float inv_b = l_run[mt][1] > 0.f ? 1.f / l_run[mt][1] : 0.f;
+#pragma unroll
+    for (int j = 0; j < DH / 8; ++j) {
+      const int col = h * DH + j * 8 + c4 * 2;
+      if (qa < L)
+        *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qa) * d + col) =
+            MmaOps<T>::pack(o[mt][j][0] * inv_a, o[mt][j][1] * inv_a);
+      if (qb < L)
+        *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qb) * d + col) =
+            MmaOps<T>::pack(o[mt][j][2] * inv_b, o[mt][j][3] * inv_b);
     }
   }
 }
 
-// Query rows per CTA for the two shapes we launch: short batches use one warp (16 rows) per CTA
-// so little work is padding; longer ones share each K/V tile among 4 warps (64 rows).
+// Query rows per CTA for the shapes we launch: short batches use one warp (16 rows) per CTA so
+// little work is padding; longer ones share each K/V tile among 4 warps of 16 rows.
+// Measured on H100 (docs/benchmarks.md): MT = 2 (32 rows per warp) was no faster at head dim 32
+// (28.5 vs 29.6 ms, MiniLM long) and slower at 64 (117 vs 110 ms, BERT-base long: 244 registers
+// halve the CTAs per SM), so MT = 1 everywhere.
 constexpr int kShortSeqMax = 64;
 
-// Query tiles for one batch: (sequence, first row) per CTA, 16 or 64 rows each.
-inline int attention_tile_rows(int max_len) { return max_len <= kShortSeqMax ? 16 : 64; }
+inline int attention_tile_rows(int max_len, int /*dh*/) { return max_len <= kShortSeqMax ? 16 : 64; }
 
-template <typename T, int DH, int WARPS, int KB>
+template <typename T, int DH, int WARPS, int MT, int KB>
 void launch_flash_dh(const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H, float scale_log2, bool causal,
                      T* out, cudaStream_t stream) {
-  const size_t smem = FlashSmem<T, DH, WARPS, KB>::bytes;
+  const size_t smem = FlashSmem<T, DH, WARPS, MT, KB>::bytes;
   static bool configured = false;  // per instantiation; one device per process
   if (!configured) {
-    EK_CUDA(cudaFuncSetAttribute(flash_attention_kernel<T, DH, WARPS, KB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 int(smem)));
+    EK_CUDA(cudaFuncSetAttribute(flash_attention_kernel<T, DH, WARPS, MT, KB>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  flash_attention_kernel<T, DH, WARPS, KB><<<dim3(n_tiles, H), WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, scale_log2,
-                                                                                          causal ? 1 : 0, out);
+  flash_attention_kernel<T, DH, WARPS, MT, KB>
+      <<<dim3(n_tiles, H), WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, scale_log2, causal ? 1 : 0, out);
 }
 
 // ctx[T, H*dh] = attention over qkv[T, 3*H*dh]; tile_rows from attention_tile_rows().
@@ -426,13 +480,13 @@ void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const 
                       bool causal, T* out, cudaStream_t stream) {
   const float scale_log2 = 1.4426950408889634f / sqrtf(float(dh));
   const bool s = tile_rows == 16;
-#define EK_FLASH(DH)                                                                                   \
-  (s ? launch_flash_dh<T, DH, 1, 32>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream)     \
-     : launch_flash_dh<T, DH, 4, 64>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream))
+#define EK_FLASH(DH, MT)                                                                               \
+  (s ? launch_flash_dh<T, DH, 1, 1, 32>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream)  \
+     : launch_flash_dh<T, DH, 4, MT, 64>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream))
   switch (dh) {
-    case 32: EK_FLASH(32); break;
-    case 64: EK_FLASH(64); break;
-    case 128: EK_FLASH(128); break;
+    case 32: EK_FLASH(32, 1); break;
+    case 64: EK_FLASH(64, 1); break;
+    case 128: EK_FLASH(128, 1); break;
     default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
   }
 #undef EK_FLASH

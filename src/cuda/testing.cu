@@ -120,7 +120,7 @@ std::vector<float> attention_t(const std::vector<float>& qkv, const std::vector<
                                bool causal) {
   int max_len = 0;
   for (size_t s = 0; s + 1 < cu.size(); ++s) max_len = std::max(max_len, cu[s + 1] - cu[s]);
-  const int rows = attention_tile_rows(max_len);
+  const int rows = attention_tile_rows(max_len, dh);
   std::vector<int2> tiles;
   for (size_t s = 0; s + 1 < cu.size(); ++s)
     for (int q = 0; q < cu[s + 1] - cu[s]; q += rows) tiles.push_back({int(s), q});
