@@ -47,6 +47,14 @@ for s in $stages; do
         summary+=("profile $name $wl: $r")
       done
       ;;
+    e2e-cli)
+      # Whole process on a real corpus (>= 100k lines), tokenization included, with the time breakdown.
+      for fmt in npy jsonl; do
+        /usr/bin/time -f "wall %e s, max RSS %M KB" $D/bin/embedkit embed -m $M/minilm --device cuda -i $D/lines.txt \
+          -f $fmt -o /tmp/e2e.$fmt --timings 2>&1 | tee "$OUT/e2e_cli_$fmt.log"
+        summary+=("e2e-cli $fmt: $(grep -E 'embed total|wall' "$OUT/e2e_cli_$fmt.log" | tr -s ' ' | tr '\n' ';')")
+      done
+      ;;
     torch-minilm|torch-bge)
       name=${s#torch-}
       [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }

@@ -60,6 +60,15 @@ struct TokenizedText {
   std::vector<std::pair<uint32_t, uint32_t>> offsets;
 };
 
+// Where the time of the last embed() call went (seconds; device phases in milliseconds from
+// CUDA events). Tokenization of chunk c+1 overlaps the model on chunk c, so tokenize_s can exceed
+// tokenize_wait_s, the part the model actually waited for.
+struct EmbedTimings {
+  double total_s = 0, tokenize_s = 0, tokenize_wait_s = 0, encode_s = 0, postprocess_s = 0;
+  double device_h2d_ms = 0, device_forward_ms = 0, device_pool_ms = 0, device_d2h_ms = 0;
+  size_t tokens = 0, batches = 0;
+};
+
 class Embedder {
  public:
   static std::unique_ptr<Embedder> load(const EmbedderOptions& options);
@@ -73,6 +82,7 @@ class Embedder {
   // Tokenizes as embed() would (prompt, strip, truncation, special tokens).
   virtual TokenizedText tokenize(const std::string& text, bool truncate = true) const = 0;
   virtual ModelInfo info() const = 0;
+  virtual EmbedTimings last_timings() const = 0;
 };
 
 // Post-processing kernels (CPU).

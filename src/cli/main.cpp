@@ -172,6 +172,8 @@ int main(int argc, char** argv) {
   embed->add_option("--prompt-name", prompt_name, "Prompt from the model's config_sentence_transformers.json");
   embed->add_option("--dimensions", opt.dimensions, "Keep the first N dimensions (Matryoshka), then re-normalize");
   embed->add_flag("--no-normalize", no_normalize, "Skip the model's Normalize module");
+  bool timings = false;
+  embed->add_flag("--timings", timings, "Print where the time went (tokenize, device copies, compute, output) to stderr");
 
   // tokenize
   auto* tok = app.add_subcommand("tokenize", "Print token ids, tokens and byte offsets as JSON lines");
@@ -201,7 +203,9 @@ int main(int argc, char** argv) {
       if (texts.empty()) throw Error("no input texts: give TEXT arguments or --input FILE");
       auto emb = Embedder::load(opt);
       Progress progress(texts.size());
+      const auto t_embed = std::chrono::steady_clock::now();
       Embeddings e = emb->embed(texts, progress);
+      const auto t_out = std::chrono::steady_clock::now();
       FILE* f = open_output(output, format == "npy");
       if (format == "npy") {
         write_npy(f, e);
@@ -221,6 +225,23 @@ int main(int argc, char** argv) {
       }
       if (f != stdout) std::fclose(f);
       else std::fflush(stdout);
+      if (timings) {
+        const EmbedTimings t = emb->last_timings();
+        const double out_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_out).count();
+        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_embed).count();
+        std::fprintf(stderr,
+                     "timings: %zu texts, %zu tokens, %zu batches on %s\n"
+                     "  embed total     %8.3f s  (%.0f texts/s, %.0f tokens/s)\n"
+                     "  tokenize        %8.3f s  (CPU, overlapped; the model waited %.3f s for it)\n"
+                     "  encode          %8.3f s  (host wall of forward+pool calls)\n"
+                     "    device H2D    %8.3f ms\n    device model  %8.3f ms\n    device pool   %8.3f ms\n"
+                     "    device D2H    %8.3f ms\n"
+                     "  post-process    %8.3f s\n  output          %8.3f s  (%s)\n  total           %8.3f s\n",
+                     e.count, t.tokens, t.batches, emb->info().device.c_str(), t.total_s, double(e.count) / t.total_s,
+                     double(t.tokens) / t.total_s, t.tokenize_s, t.tokenize_wait_s, t.encode_s, t.device_h2d_ms,
+                     t.device_forward_ms, t.device_pool_ms, t.device_d2h_ms, t.postprocess_s, out_s, format.c_str(),
+                     wall);
+      }
     } else if (*tok) {
       auto texts = read_inputs(tok_in);
       if (texts.empty()) throw Error("no input texts: give TEXT arguments or --input FILE");

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <numeric>
 
@@ -179,22 +181,13 @@ class CpuEmbedder final : public Embedder {
     return t;
   }
 
-  Embeddings embed(const std::vector<std::string>& texts, const std::function<void(size_t, size_t)>& progress) override {
-    const size_t n = texts.size();
-    Embeddings out;
-    out.count = n;
-    out.dim = out_dim_;
-    out.data.assign(n * out_dim_, 0.f);
-    out.token_counts.assign(n, 0);
-    if (n == 0) return out;
-
-    // 1. Tokenize in parallel; remember the first failure (by input index) and report it.
-    std::vector<Encoding> enc(n);
+  // Tokenizes texts[begin, end) in parallel into enc[begin, end); reports the first failure by index.
+  void tokenize_range(const std::vector<std::string>& texts, size_t begin, size_t end, std::vector<Encoding>& enc) const {
     std::string first_error;
-    size_t first_error_index = n;
+    size_t first_error_index = end;
     std::mutex mu;
 #pragma omp parallel for schedule(dynamic, 16)
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = begin; i < end; ++i) {
       try {
         enc[i] = encode_text(prompt_.empty() ? texts[i] : prompt_ + texts[i]);
       } catch (const std::exception& e) {
@@ -205,75 +198,127 @@ class CpuEmbedder final : public Embedder {
         }
       }
     }
-    if (first_error_index < n) {
+    if (first_error_index < end) {
       std::string msg = first_error;
       if (!prompt_.empty() && msg.find("byte offset") != std::string::npos) msg += " (offsets count the prompt)";
       throw Error("input " + std::to_string(first_error_index) + ": " + msg);
     }
-    for (size_t i = 0; i < n; ++i) {
-      out.token_counts[i] = uint32_t(enc[i].size());
+    for (size_t i = begin; i < end; ++i)
       for (int32_t id : enc[i].ids)
         if (id < 0 || id >= files_.config.vocab_size)
           throw Error("input " + std::to_string(i) + ": token id " + std::to_string(id) + " outside the model's vocabulary");
-    }
+  }
 
-    // 2. Longest first, so each batch holds similar lengths and the budget is well used.
-    std::vector<size_t> order(n);
-    std::iota(order.begin(), order.end(), size_t(0));
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return enc[a].size() > enc[b].size(); });
+  Embeddings embed(const std::vector<std::string>& texts, const std::function<void(size_t, size_t)>& progress) override {
+    using Clock = std::chrono::steady_clock;
+    auto secs = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+    const auto t_start = Clock::now();
+    timings_ = EmbedTimings{};
+    const size_t n = texts.size();
+    Embeddings out;
+    out.count = n;
+    out.dim = out_dim_;
+    out.data.assign(n * out_dim_, 0.f);
+    out.token_counts.assign(n, 0);
+    if (n == 0) return out;
+
+    // Work goes in chunks: while the model runs chunk c, chunk c+1 is tokenized on the other
+    // cores, so the device does not wait for the CPU. Within a chunk, texts run longest first
+    // so each batch holds similar lengths and the token budget is well used.
+    const size_t chunk = gpu_ ? kGpuChunkTexts : n;
+    std::vector<Encoding> enc(n);
+    auto t0 = Clock::now();
+    tokenize_range(texts, 0, std::min(chunk, n), enc);
+    timings_.tokenize_s += secs(t0, Clock::now());
 
     PackedBatch batch;
     std::vector<float> hidden, pooled, tmp;
     std::vector<int32_t> skip;
+    std::vector<size_t> order;
     size_t done = 0;
-    for (size_t start = 0; start < n;) {
-      // 3. Fill a batch under the token budget (at least one sequence).
-      size_t end = start, tokens = 0;
-      while (end < n && (end == start || tokens + enc[order[end]].size() <= opt_.batch_tokens)) tokens += enc[order[end++]].size();
-      batch.ids.clear();
-      batch.type_ids.clear();
-      batch.positions.clear();
-      batch.cu_seqlens.assign(1, 0);
-      skip.clear();
-      for (size_t k = start; k < end; ++k) {
-        const Encoding& e = enc[order[k]];
-        batch.ids.insert(batch.ids.end(), e.ids.begin(), e.ids.end());
-        batch.type_ids.insert(batch.type_ids.end(), e.type_ids.begin(), e.type_ids.end());
-        for (size_t p = 0; p < e.size(); ++p) batch.positions.push_back(int32_t(p));
-        batch.cu_seqlens.push_back(int32_t(batch.ids.size()));
-        skip.push_back(prompt_tokens_);
+    for (size_t c0 = 0; c0 < n; c0 += chunk) {
+      const size_t c1 = std::min(n, c0 + chunk);
+      std::future<double> next;
+      if (c1 < n)
+        next = std::async(std::launch::async, [&, c1] {
+          auto a = Clock::now();
+          tokenize_range(texts, c1, std::min(n, c1 + chunk), enc);
+          return secs(a, Clock::now());
+        });
+      order.resize(c1 - c0);
+      std::iota(order.begin(), order.end(), c0);
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return enc[a].size() > enc[b].size(); });
+      for (size_t i = c0; i < c1; ++i) out.token_counts[i] = uint32_t(enc[i].size());
+
+      for (size_t start = 0; start < order.size();) {
+        // Fill a batch under the token budget (at least one sequence).
+        size_t end = start, tokens = 0;
+        while (end < order.size() && (end == start || tokens + enc[order[end]].size() <= opt_.batch_tokens))
+          tokens += enc[order[end++]].size();
+        batch.ids.clear();
+        batch.type_ids.clear();
+        batch.positions.clear();
+        batch.cu_seqlens.assign(1, 0);
+        skip.clear();
+        for (size_t k = start; k < end; ++k) {
+          const Encoding& e = enc[order[k]];
+          batch.ids.insert(batch.ids.end(), e.ids.begin(), e.ids.end());
+          batch.type_ids.insert(batch.type_ids.end(), e.type_ids.begin(), e.type_ids.end());
+          for (size_t p = 0; p < e.size(); ++p) batch.positions.push_back(int32_t(p));
+          batch.cu_seqlens.push_back(int32_t(batch.ids.size()));
+          skip.push_back(prompt_tokens_);
+        }
+        if (prompt_tokens_ == 0) skip.clear();
+        // Forward and pool (on the GPU: normalized there too when nothing follows), then Dense,
+        // normalize, truncate on the host.
+        const auto te = Clock::now();
+        const int64_t S = int64_t(end - start);
+        int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
+        pooled.resize(size_t(S * dim));
+        const bool normalize_on_device = gpu_ && normalize_ && dense_.empty() && out_dim_ == full_dim_;
+        if (gpu_) {
+          gpu_->encode(batch, files_.pooling, skip, normalize_on_device, pooled.data());
+          const auto& pt = gpu_->last_times();
+          timings_.device_h2d_ms += pt.h2d;
+          timings_.device_forward_ms += pt.forward;
+          timings_.device_pool_ms += pt.pool;
+          timings_.device_d2h_ms += pt.d2h;
+        } else {
+          model_->forward(batch, hidden);
+          pool(hidden.data(), files_.config.hidden_size, batch.cu_seqlens, files_.pooling, skip, pooled.data());
+        }
+        const auto tp = Clock::now();
+        timings_.encode_s += secs(te, tp);
+        for (auto& dl : dense_) {
+          tmp.resize(size_t(S * dl.cfg.out_features));
+          cpu::linear(pooled.data(), S, dim, dl.w.data(), dl.b.empty() ? nullptr : dl.b.data(), dl.cfg.out_features,
+                      tmp.data(), dl.act);
+          pooled.swap(tmp);
+          dim = dl.cfg.out_features;
+        }
+        for (int64_t s = 0; s < S; ++s) {
+          float* dst = out.data.data() + order[start + size_t(s)] * out_dim_;
+          std::copy(pooled.data() + s * dim, pooled.data() + s * dim + int64_t(out_dim_), dst);
+          if (normalize_ && !normalize_on_device) l2_normalize_rows(dst, 1, out_dim_);
+        }
+        timings_.postprocess_s += secs(tp, Clock::now());
+        timings_.tokens += tokens;
+        timings_.batches += 1;
+        done += end - start;
+        if (progress) progress(done, n);
+        start = end;
       }
-      if (prompt_tokens_ == 0) skip.clear();
-      // 4. Forward and pool (on the GPU: normalized there too when nothing follows), Dense,
-      //    normalize, truncate.
-      const int64_t S = int64_t(end - start);
-      int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
-      pooled.resize(size_t(S * dim));
-      const bool normalize_on_device = gpu_ && normalize_ && dense_.empty() && out_dim_ == full_dim_;
-      if (gpu_) {
-        gpu_->encode(batch, files_.pooling, skip, normalize_on_device, pooled.data());
-      } else {
-        model_->forward(batch, hidden);
-        pool(hidden.data(), files_.config.hidden_size, batch.cu_seqlens, files_.pooling, skip, pooled.data());
+      if (next.valid()) {
+        const auto tw = Clock::now();
+        timings_.tokenize_s += next.get();  // rethrows a tokenization error
+        timings_.tokenize_wait_s += secs(tw, Clock::now());
       }
-      for (auto& dl : dense_) {
-        tmp.resize(size_t(S * dl.cfg.out_features));
-        cpu::linear(pooled.data(), S, dim, dl.w.data(), dl.b.empty() ? nullptr : dl.b.data(), dl.cfg.out_features,
-                    tmp.data(), dl.act);
-        pooled.swap(tmp);
-        dim = dl.cfg.out_features;
-      }
-      for (int64_t s = 0; s < S; ++s) {
-        float* dst = out.data.data() + order[start + size_t(s)] * out_dim_;
-        std::copy(pooled.data() + s * dim, pooled.data() + s * dim + int64_t(out_dim_), dst);
-        if (normalize_ && !normalize_on_device) l2_normalize_rows(dst, 1, out_dim_);
-      }
-      done += end - start;
-      if (progress) progress(done, n);
-      start = end;
     }
+    timings_.total_s = secs(t_start, Clock::now());
     return out;
   }
+
+  EmbedTimings last_timings() const override { return timings_; }
 
   ModelInfo info() const override {
     ModelInfo i;
@@ -308,6 +353,8 @@ class CpuEmbedder final : public Embedder {
   bool normalize_ = false;
   std::string prompt_;
   int32_t prompt_tokens_ = 0;
+  EmbedTimings timings_;
+  static constexpr size_t kGpuChunkTexts = 16384;
 };
 
 }  // namespace

@@ -269,7 +269,7 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const Element& e, const std::s
               "\" (supported: BertPreTokenizer, WhitespaceSplit, Sequence)");
 }
 
-std::vector<TemplatePiece> parse_template(const Element& arr, const Element& specials, const std::string& where,
+std::vector<TemplatePiece> parse_template(const Element& arr, const std::optional<Element>& specials, const std::string& where,
                                           const Vocab& vocab) {
   std::vector<TemplatePiece> out;
   if (!arr.is_array()) throw Error(where + ": template must be an array");
@@ -285,7 +285,7 @@ std::vector<TemplatePiece> parse_template(const Element& arr, const Element& spe
       p.is_sequence = false;
       std::string id = json::get_string(*sp, "id", where + " SpecialToken");
       p.type_id = int32_t(json::opt_int(*sp, "type_id", where).value_or(0));
-      auto entry = json::field(specials, id.c_str());
+      auto entry = specials ? json::field(*specials, id.c_str()) : std::nullopt;
       if (entry) {
         auto ids = json::field(*entry, "ids");
         if (!ids || !ids->is_array()) throw Error(where + ": special_tokens[\"" + id + "\"].ids must be an array");
@@ -407,12 +407,11 @@ Tokenizer Tokenizer::from_json(const std::string& text, const std::string& what)
     std::string type = component_type(*pp, where);
     if (type == "TemplateProcessing") {
       auto specials = json::field(*pp, "special_tokens");
-      Element sp = specials ? *specials : Element();
       auto single = json::field(*pp, "single");
       auto pair = json::field(*pp, "pair");
       if (!single || !pair) throw Error(where + ": TemplateProcessing needs \"single\" and \"pair\"");
-      tk.single_ = parse_template(*single, sp, where + ".single", tk.vocab_);
-      tk.pair_ = parse_template(*pair, sp, where + ".pair", tk.vocab_);
+      tk.single_ = parse_template(*single, specials, where + ".single", tk.vocab_);
+      tk.pair_ = parse_template(*pair, specials, where + ".pair", tk.vocab_);
     } else if (type == "BertProcessing") {
       auto tok_id = [&](const char* key) {
         auto e = json::field(*pp, key);
@@ -489,12 +488,19 @@ Encoding Tokenizer::encode_raw(std::string_view text) const {
     raw.push_back({cp, uint32_t(at), uint32_t(i)});
   }
   // Added tokens as code points (small; computed per call to keep Tokenizer trivially movable).
-  thread_local const Tokenizer* cached_for = nullptr;
+  // Cached per thread, keyed by the contents: a tokenizer built where a destroyed one lived has
+  // the same `this`, so the address alone would reuse the old tokenizer's added tokens.
+  thread_local std::vector<std::string> cached_contents;
   thread_local std::vector<std::vector<int32_t>> added_cps;
-  if (cached_for != this || added_cps.size() != added_.size()) {
+  bool stale = cached_contents.size() != added_.size();
+  for (size_t k = 0; !stale && k < added_.size(); ++k) stale = cached_contents[k] != added_[k].content;
+  if (stale) {
     added_cps.clear();
-    for (auto& a : added_) added_cps.push_back(decode_codepoints(a.content));
-    cached_for = this;
+    cached_contents.clear();
+    for (auto& a : added_) {
+      added_cps.push_back(decode_codepoints(a.content));
+      cached_contents.push_back(a.content);
+    }
   }
   Encoding out;
   std::vector<std::pair<uint32_t, uint32_t>> pieces, pieces2, words;
