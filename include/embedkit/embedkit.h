@@ -28,7 +28,7 @@ struct EmbedderOptions {
   std::string device = "cpu";         // cpu | cuda | auto (cuda when a GPU is usable)
   std::string dtype = "auto";         // auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32
   int threads = 0;                    // 0 = all cores
-  size_t batch_tokens = 8192;         // token budget of one forward pass
+  size_t batch_tokens = 0;            // token budget of one forward pass; 0 = auto (CPU 8192, GPU 65536)
   std::optional<std::string> prompt;       // text prepended to every input
   std::optional<std::string> prompt_name;  // key of config_sentence_transformers.json "prompts"
   int dimensions = 0;                 // Matryoshka: keep the first N dims (then re-normalize); 0 = all

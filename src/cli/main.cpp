@@ -48,18 +48,19 @@ std::vector<std::string> read_inputs(const InputOptions& in) {
     while (std::getline(*is, line)) {
       ++line_no;
       const std::string where = name + ":" + std::to_string(line_no);
+      size_t bad = utf8::first_invalid(line);
+      if (bad != std::string::npos)
+        throw Error(where + ": invalid UTF-8 at byte " + std::to_string(bad + 1) + " of the line");
       if (in.jsonl) {
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank line
         auto doc = parser.parse(simdjson::padded_string(line));
-        if (doc.error()) throw Error(where + ": not a JSON object (" + simdjson::error_message(doc.error()) + ")");
+        if (doc.error()) throw Error(where + ": not valid JSON (" + simdjson::error_message(doc.error()) + ")");
+        if (!doc.value_unsafe().is_object()) throw Error(where + ": expected a JSON object with a \"text\" field");
         auto text = doc.value_unsafe()["text"];
         if (text.error()) throw Error(where + ": JSON object has no \"text\" field");
         if (!text.value_unsafe().is_string()) throw Error(where + ": \"text\" must be a string");
         out.emplace_back(text.value_unsafe().get_string().value_unsafe());
       } else {
-        size_t bad = utf8::first_invalid(line);
-        if (bad != std::string::npos)
-          throw Error(where + ": invalid UTF-8 at byte " + std::to_string(bad + 1) + " of the line");
         out.push_back(line);
       }
     }
@@ -163,14 +164,15 @@ int main(int argc, char** argv) {
   embed->add_option("--device", opt.device, "cpu | cuda | auto (cuda when a GPU is usable)")->capture_default_str();
   embed->add_option("--dtype", opt.dtype, "auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32")->capture_default_str();
   embed->add_option("-t,--threads", opt.threads, "CPU threads (0 = all cores)")->capture_default_str();
-  embed->add_option("--batch-tokens", opt.batch_tokens, "Token budget of one forward pass")->capture_default_str();
+  embed->add_option("--batch-tokens", opt.batch_tokens, "Token budget of one forward pass (0 = auto: CPU 8192, GPU 65536)")
+      ->capture_default_str();
   embed->add_option("-f,--format", format, "Output format: jsonl ({\"index\", \"embedding\"} per line) or npy (float32 n x dim)")
       ->check(CLI::IsMember({"jsonl", "npy"}))
       ->capture_default_str();
   embed->add_option("-o,--output", output, "Output file (default stdout)");
   embed->add_option("--prompt", prompt, "Text prepended to every input");
   embed->add_option("--prompt-name", prompt_name, "Prompt from the model's config_sentence_transformers.json");
-  embed->add_option("--dimensions", opt.dimensions, "Keep the first N dimensions (Matryoshka), then re-normalize");
+  auto* dimensions = embed->add_option("--dimensions", opt.dimensions, "Keep the first N dimensions (Matryoshka), then re-normalize");
   embed->add_flag("--no-normalize", no_normalize, "Skip the model's Normalize module");
   bool timings = false;
   embed->add_flag("--timings", timings, "Print where the time went (tokenize, device copies, compute, output) to stderr");
@@ -199,6 +201,10 @@ int main(int argc, char** argv) {
       if (!prompt.empty()) opt.prompt = prompt;
       if (!prompt_name.empty()) opt.prompt_name = prompt_name;
       if (no_normalize) opt.normalize = false;
+      // 0 means "all" in EmbedderOptions; given explicitly it is a mistake.
+      if (dimensions->count() > 0 && opt.dimensions <= 0)
+        throw Error("--dimensions " + std::to_string(opt.dimensions) +
+                    ": must be at least 1 (leave the option out to keep all of the model's dimensions)");
       auto texts = read_inputs(embed_in);
       if (texts.empty()) throw Error("no input texts: give TEXT arguments or --input FILE");
       auto emb = Embedder::load(opt);
@@ -210,17 +216,24 @@ int main(int argc, char** argv) {
       if (format == "npy") {
         write_npy(f, e);
       } else {
-        std::string line;
-        for (size_t i = 0; i < e.count; ++i) {
-          line.clear();
-          line += "{\"index\": " + std::to_string(i) + ", \"embedding\": [";
-          const float* r = e.row(i);
-          for (size_t k = 0; k < e.dim; ++k) {
-            if (k) line += ", ";
-            append_float(line, r[k]);
+        // Rows are formatted in parallel (shortest round-trip floats), written in order.
+        const size_t block = 4096;
+        std::vector<std::string> lines(std::min(block, e.count));
+        for (size_t b0 = 0; b0 < e.count; b0 += block) {
+          const size_t b1 = std::min(e.count, b0 + block);
+#pragma omp parallel for schedule(dynamic, 64)
+          for (size_t i = b0; i < b1; ++i) {
+            std::string& line = lines[i - b0];
+            line.clear();
+            line += "{\"index\": " + std::to_string(i) + ", \"embedding\": [";
+            const float* r = e.row(i);
+            for (size_t k = 0; k < e.dim; ++k) {
+              if (k) line += ", ";
+              append_float(line, r[k]);
+            }
+            line += "]}\n";
           }
-          line += "]}\n";
-          std::fwrite(line.data(), 1, line.size(), f);
+          for (size_t i = b0; i < b1; ++i) std::fwrite(lines[i - b0].data(), 1, lines[i - b0].size(), f);
         }
       }
       if (f != stdout) std::fclose(f);

@@ -80,7 +80,6 @@ class CpuEmbedder final : public Embedder {
       throw Error("--dtype fp32 is not available on the GPU yet; use fp16 or bf16 there, or --device cpu");
     if (!gpu && (opt.dtype == "fp16" || opt.dtype == "bf16"))
       throw Error("--dtype " + opt.dtype + " needs --device cuda; the CPU path computes in fp32");
-    if (opt.batch_tokens == 0) throw Error("--batch-tokens must be at least 1");
     if (opt.threads < 0) throw Error("--threads must be >= 0");
     if (opt.threads > 0) {
       omp_set_num_threads(opt.threads);
@@ -99,9 +98,12 @@ class CpuEmbedder final : public Embedder {
     weights_ = std::make_unique<WeightStore>(WeightStore::open_dir(files_.transformer_dir));
     model_ = std::make_unique<BertModel>(files_.config, *weights_);
     device_ = "cpu fp32";
+    // Default budgets measured: CPU throughput is flat from 4k to 16k tokens (docs/benchmarks.md);
+    // on the H100 64k tokens per pass is fastest (bench/gpu_vs_pytorch.py budget sweep).
+    if (opt_.batch_tokens == 0) opt_.batch_tokens = gpu ? 65536 : 8192;
     if (gpu) {
       auto p = opt.dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
-      gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, model_->weights(), p, opt.batch_tokens);
+      gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, model_->weights(), p, opt_.batch_tokens);
       device_ = gpu_->device_name() + (p == cuda::Precision::BF16 ? " bf16" : " fp16");
     }
 
