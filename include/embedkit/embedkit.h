@@ -85,7 +85,11 @@ class Embedder {
   virtual EmbedTimings last_timings() const = 0;
 };
 
-// Post-processing kernels (CPU).
-void l2_normalize_rows(float* x, size_t rows, size_t dim);
+// Post-processing kernels.
+void l2_normalize_rows(float* x, size_t rows, size_t dim);  // CPU, in place; zero rows stay zero
+// out[n, m] = cosine(a[i], b[j]) for row-major a[n, dim], b[m, dim]; device "cpu" or "cuda"
+// (GPU: fp32 GEMM through cuBLASLt, normalization in a kernel).
+void cosine_similarity(const float* a, size_t n, const float* b, size_t m, size_t dim, float* out,
+                       const std::string& device = "cpu");
 
 }  // namespace embedkit

@@ -5,10 +5,12 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <simdjson.h>
 
+#include "cuda/bert_cuda.h"
 #include "embedkit/embedkit.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -139,6 +141,42 @@ void write_npy(FILE* f, const Embeddings& e) {
   std::fwrite(e.data.data(), sizeof(float), e.data.size(), f);
 }
 
+// Reads a float32 C-order 2-D .npy (as `embedkit embed -f npy` writes); errors name the file.
+std::vector<float> read_npy(const std::string& path, size_t& rows, size_t& cols) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open");
+  char magic[8];
+  f.read(magic, 8);
+  if (!f || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw Error(path + ": not a .npy file (bad magic)");
+  uint32_t hlen = 0;
+  if (magic[6] == 1) {
+    unsigned char b[2];
+    f.read(reinterpret_cast<char*>(b), 2);
+    hlen = b[0] | (b[1] << 8);
+  } else {
+    unsigned char b[4];
+    f.read(reinterpret_cast<char*>(b), 4);
+    hlen = b[0] | (b[1] << 8) | (b[2] << 16) | (uint32_t(b[3]) << 24);
+  }
+  if (!f || hlen > (1u << 20)) throw Error(path + ": truncated .npy header");
+  std::string header(hlen, '\0');
+  f.read(header.data(), hlen);
+  if (header.find("'<f4'") == std::string::npos) throw Error(path + ": expected dtype '<f4' (float32)");
+  if (header.find("'fortran_order': False") == std::string::npos) throw Error(path + ": expected C order");
+  const size_t lp = header.find("'shape': ("), rp = header.find(')', lp);
+  if (lp == std::string::npos || rp == std::string::npos) throw Error(path + ": .npy header has no shape");
+  if (std::sscanf(header.c_str() + lp + 10, "%zu, %zu", &rows, &cols) != 2)
+    throw Error(path + ": expected a 2-D array (rows, dim)");
+  std::vector<float> data(rows * cols);
+  f.read(reinterpret_cast<char*>(data.data()), std::streamsize(data.size() * sizeof(float)));
+  if (!f) throw Error(path + ": data shorter than its shape (" + std::to_string(rows) + " x " + std::to_string(cols) + ")");
+  return data;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -185,6 +223,18 @@ int main(int argc, char** argv) {
   add_input_options(tok, tok_in);
   tok->add_flag("--raw", raw, "tokenizer.json alone: no strip, no prompt, no truncation (what HF tokenizers' encode gives)");
   tok->add_flag("--no-truncate", no_truncate, "Do not truncate at the model's max_seq_length");
+
+  // similarity
+  auto* sim = app.add_subcommand("similarity", "Cosine similarity matrix between two sets of texts (or .npy embeddings)");
+  std::string sim_a, sim_b, sim_format = "jsonl", sim_output;
+  add_model_options(sim);
+  sim->add_option("-a,--a", sim_a, "Rows: a text file (one text per line) or a float32 .npy of embeddings")->required();
+  sim->add_option("-b,--b", sim_b, "Columns: a text file or a .npy, as for -a")->required();
+  sim->add_option("--device", opt.device, "cpu | cuda | auto")->capture_default_str();
+  sim->add_option("-f,--format", sim_format, "jsonl ({\"index\", \"scores\"} per row of -a) or npy (float32 n x m)")
+      ->check(CLI::IsMember({"jsonl", "npy"}))
+      ->capture_default_str();
+  sim->add_option("-o,--output", sim_output, "Output file (default stdout)");
 
   // info
   auto* info = app.add_subcommand("info", "Describe a model: architecture, dimensions, pooling, prompts");
@@ -291,6 +341,50 @@ int main(int argc, char** argv) {
         line += "]}\n";
         std::fwrite(line.data(), 1, line.size(), stdout);
       }
+    } else if (*sim) {
+      std::unique_ptr<Embedder> emb;
+      auto load_side = [&](const std::string& path, size_t& rows, size_t& dim) {
+        if (ends_with(path, ".npy")) return read_npy(path, rows, dim);
+        InputOptions in;
+        in.input = path;
+        auto texts = read_inputs(in);
+        if (!emb) emb = Embedder::load(opt);
+        Embeddings e = emb->embed(texts);
+        rows = e.count;
+        dim = e.dim;
+        return e.data;
+      };
+      size_t n = 0, m = 0, da = 0, db = 0;
+      auto a = load_side(sim_a, n, da);
+      auto b = load_side(sim_b, m, db);
+      if (da != db) throw Error("similarity: -a has dimension " + std::to_string(da) + " but -b has " + std::to_string(db));
+      std::string device = opt.device;
+      if (device == "auto") {
+        std::string why;
+        device = embedkit::cuda::available(&why) ? "cuda" : "cpu";
+      }
+      std::vector<float> scores(n * m);
+      cosine_similarity(a.data(), n, b.data(), m, da, scores.data(), device);
+      FILE* f = open_output(sim_output, sim_format == "npy");
+      if (sim_format == "npy") {
+        Embeddings mat;
+        mat.count = n;
+        mat.dim = m;
+        mat.data = std::move(scores);
+        write_npy(f, mat);
+      } else {
+        std::string line;
+        for (size_t i = 0; i < n; ++i) {
+          line = "{\"index\": " + std::to_string(i) + ", \"scores\": [";
+          for (size_t j = 0; j < m; ++j) {
+            if (j) line += ", ";
+            append_float(line, scores[i * m + j]);
+          }
+          line += "]}\n";
+          std::fwrite(line.data(), 1, line.size(), f);
+        }
+      }
+      if (f != stdout) std::fclose(f);
     } else if (*info) {
       auto emb = Embedder::load(opt);
       ModelInfo i = emb->info();

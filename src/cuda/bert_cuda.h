@@ -46,6 +46,11 @@ class BertEncoder {
 
 }  // namespace embedkit::cuda
 
+namespace embedkit::cuda {
+// out[n, m] = cosine(a_i, b_j) on the GPU (host arrays in and out).
+void cosine_similarity(const float* a, size_t n, const float* b, size_t m, size_t dim, float* out);
+}  // namespace embedkit::cuda
+
 // Op-level entry points for the CUDA op tests (tests/gpu): each converts fp32 host inputs to
 // the precision, runs one kernel on a NaN-poisoned output buffer, and returns fp32 host output.
 namespace embedkit::cuda::testing {

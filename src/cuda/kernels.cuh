@@ -492,6 +492,18 @@ void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const 
 #undef EK_FLASH
 }
 
+// ------------------------------------------------------------------ row L2 normalization (fp32)
+// One warp per row: x[r] /= max(‖x[r]‖, 1e-12), as torch.nn.functional.normalize.
+static __global__ void l2_normalize_rows_kernel(float* x, int rows, int dim) {
+  const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  float* v = x + size_t(r) * dim;
+  float ss = 0.f;
+  for (int i = lane; i < dim; i += 32) ss += v[i] * v[i];
+  const float inv = 1.f / fmaxf(sqrtf(warp_sum(ss)), 1e-12f);
+  for (int i = lane; i < dim; i += 32) v[i] *= inv;
+}
+
 // ------------------------------------------------------------------ pooling (+ normalize)
 // One block per sequence; modes concatenated in sentence-transformers' order.
 struct PoolModes {

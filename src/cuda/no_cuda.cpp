@@ -21,4 +21,10 @@ const PhaseTimes& BertEncoder::last_times() const {
 }
 std::string BertEncoder::device_name() const { return ""; }
 
+void cosine_similarity(const float*, size_t, const float*, size_t, size_t, float*) {
+  std::string why;
+  available(&why);
+  throw Error("--device cuda: " + why);
+}
+
 }  // namespace embedkit::cuda

@@ -118,6 +118,7 @@ std::map<std::string, TensorInfo> parse_safetensors(const uint8_t* data, size_t 
       throw Error(where + ": data_offsets end " + std::to_string(be[1]) + " is past the end of the data block (" +
                   std::to_string(data_size) + " bytes, file offset " + std::to_string(8 + n + be[1]) +
                   "): file truncated?");
+    if (numel > (uint64_t(1) << 62) / dtype_size(t.dtype)) throw Error(where + ": shape is too large");  // bytes must not wrap
     uint64_t expect = numel * dtype_size(t.dtype);
     if (be[1] - be[0] != expect)
       throw Error(where + ": holds " + std::to_string(be[1] - be[0]) + " bytes but dtype " + dt + " x shape " +

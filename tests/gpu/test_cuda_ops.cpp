@@ -7,8 +7,10 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "cuda/bert_cuda.h"
+#include "embedkit/embedkit.h"
 #include "ops/cpu_ops.h"
 #include "pipeline/pooling.h"
 
@@ -162,5 +164,21 @@ TEST_P(CudaOps, PoolingAllModesAndNormalize) {
 
 INSTANTIATE_TEST_SUITE_P(Precisions, CudaOps, ::testing::Values(Precision::F16, Precision::BF16),
                          [](const auto& info) { return std::string(name(info.param)); });
+
+TEST(CudaSimilarity, MatchesCpuGemm) {
+  std::string why;
+  if (!cuda::available(&why)) GTEST_SKIP() << why;
+  for (auto [n, m, dim] : {std::tuple{1, 1, 384}, std::tuple{37, 1000, 384}, std::tuple{300, 257, 1024}}) {
+    std::mt19937 rng(uint32_t(n + m));
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> a(size_t(n) * dim), b(size_t(m) * dim);
+    for (auto& x : a) x = nd(rng);
+    for (auto& x : b) x = nd(rng);
+    std::vector<float> ref(size_t(n) * m), got(size_t(n) * m, NAN);
+    cosine_similarity(a.data(), size_t(n), b.data(), size_t(m), size_t(dim), ref.data(), "cpu");
+    cuda::cosine_similarity(a.data(), size_t(n), b.data(), size_t(m), size_t(dim), got.data());
+    EXPECT_LT(rel_err(got, ref), 1e-3) << n << "x" << m << "x" << dim;  // cuBLASLt may use TF32 for fp32
+  }
+}
 
 }  // namespace
