@@ -127,7 +127,7 @@ struct BertEncoder::Impl {
   float* h_pooled = nullptr;  // pinned
   size_t pooled_capacity = 0;
 
-  std::map<std::tuple<int, int, int, int>, cublasLtMatmulAlgo_t> algo_cache;
+  LtAlgoCache algo_cache;
 
   // CUDA graphs of whole passes for small batches, keyed by batch shape.
   static constexpr int kGraphMaxTokens = 2048;
@@ -202,49 +202,10 @@ struct BertEncoder::Impl {
     }
   }
 
-  // y[T, n_out] = x[T, n_in] · W[n_out, n_in]ᵀ + bias, via cuBLASLt in column-major terms:
-  // yᵀ[n_out, T] = op(Wᵀ as [n_in, n_out])ᵀ · xᵀ[n_in, T], bias along n_out (epilogue).
   void linear(const void* x, int T, int n_in, const void* W, const void* bias, int n_out, void* y,
               cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS) {
-    const cudaDataType_t dt = precision == Precision::F16 ? CUDA_R_16F : CUDA_R_16BF;
-    cublasLtMatmulDesc_t op;
-    EK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    cublasLtMatrixLayout_t la, lb, lc;
-    EK_CUBLAS(cublasLtMatrixLayoutCreate(&la, dt, n_in, n_out, n_in));
-    EK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, dt, n_in, T, n_in));
-    EK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, dt, n_out, T, n_out));
-    // One heuristic query per exact shape; later calls (and graph captures) reuse its answer.
-    auto key = std::make_tuple(n_in, n_out, T, int(dt) * 64 + int(epi));
-    auto it = algo_cache.find(key);
-    cublasLtMatmulAlgo_t algo;
-    if (it != algo_cache.end()) {
-      algo = it->second;
-    } else {
-      cublasLtMatmulPreference_t pref;
-      EK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-      EK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                     &lt_workspace_bytes, sizeof lt_workspace_bytes));
-      cublasLtMatmulHeuristicResult_t res;
-      int found = 0;
-      EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found));
-      cublasLtMatmulPreferenceDestroy(pref);
-      if (found == 0) throw Error("cuBLASLt found no algorithm for a " + std::to_string(T) + "x" +
-                                  std::to_string(n_in) + "x" + std::to_string(n_out) + " GEMM");
-      algo = res.algo;
-      algo_cache[key] = algo;
-    }
-    const float one = 1.f, zero = 0.f;
-    EK_CUBLAS(cublasLtMatmul(lt, op, &one, W, la, x, lb, &zero, y, lc, y, lc, &algo, lt_workspace,
-                             lt_workspace_bytes, stream));
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatmulDescDestroy(op);
+    lt_linear(lt, precision == Precision::F16 ? CUDA_R_16F : CUDA_R_16BF, x, T, n_in, W, bias, n_out, y, epi,
+              lt_workspace, lt_workspace_bytes, stream, &algo_cache);
   }
 
   struct Offsets {

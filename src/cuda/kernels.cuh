@@ -7,7 +7,9 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <map>
 #include <string>
+#include <tuple>
 
 #include "util/error.h"
 
@@ -27,6 +29,55 @@
   } while (0)
 
 namespace embedkit::cuda {
+
+// ------------------------------------------------------------------ GEMM (cuBLASLt)
+// Row-major y[T, n_out] = x[T, n_in] · W[n_out, n_in]ᵀ (+ bias[n_out], epilogue), in cuBLASLt's
+// column-major terms: yᵀ[n_out, T] = op(Wᵀ as [n_in, n_out])ᵀ · xᵀ[n_in, T]; the bias runs along
+// n_out. `algos` (optional) keeps one heuristic answer per exact shape, so repeated shapes and
+// graph captures skip the heuristic.
+using LtAlgoCache = std::map<std::tuple<int, int, int, int, int>, cublasLtMatmulAlgo_t>;
+
+inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int T, int n_in, const void* W,
+                      const void* bias, int n_out, void* y, cublasLtEpilogue_t epi, void* ws, size_t ws_bytes,
+                      cudaStream_t stream, LtAlgoCache* algos) {
+  cublasLtMatmulDesc_t op;
+  EK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+  if (bias) EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  cublasLtMatrixLayout_t la, lb, lc;
+  EK_CUBLAS(cublasLtMatrixLayoutCreate(&la, dt, n_in, n_out, n_in));
+  EK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, dt, n_in, T, n_in));
+  EK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, dt, n_out, T, n_out));
+  const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi));
+  const cublasLtMatmulAlgo_t* algo = nullptr;
+  if (algos) {
+    auto it = algos->find(key);
+    if (it == algos->end()) {
+      cublasLtMatmulPreference_t pref;
+      EK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+      EK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                     sizeof ws_bytes));
+      cublasLtMatmulHeuristicResult_t res;
+      int found = 0;
+      EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found));
+      cublasLtMatmulPreferenceDestroy(pref);
+      if (found == 0)
+        throw Error("cuBLASLt found no algorithm for a " + std::to_string(T) + "x" + std::to_string(n_in) + "x" +
+                    std::to_string(n_out) + " GEMM");
+      it = algos->emplace(key, res.algo).first;
+    }
+    algo = &it->second;
+  }
+  const float one = 1.f, zero = 0.f;
+  EK_CUBLAS(cublasLtMatmul(lt, op, &one, W, la, x, lb, &zero, y, lc, y, lc, algo, ws, ws_bytes, stream));
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(lc);
+  cublasLtMatmulDescDestroy(op);
+}
 
 // ------------------------------------------------------------------ element types
 

@@ -59,26 +59,8 @@ std::vector<float> linear_t(const std::vector<float>& x, int T_, int n_in, const
   Buf dx = up<T>(x), dw = up<T>(W), db = up<T>(b), dy = poisoned<T>(size_t(T_) * n_out);
   cublasLtHandle_t lt;
   EK_CUBLAS(cublasLtCreate(&lt));
-  cublasLtMatmulDesc_t op;
-  EK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-  const void* bias = db.p;
-  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  cublasLtMatrixLayout_t la, lb, lc;
-  EK_CUBLAS(cublasLtMatrixLayoutCreate(&la, dt, n_in, n_out, n_in));
-  EK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, dt, n_in, T_, n_in));
-  EK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, dt, n_out, T_, n_out));
-  const float one = 1.f, zero = 0.f;
-  EK_CUBLAS(cublasLtMatmul(lt, op, &one, dw.p, la, dx.p, lb, &zero, dy.p, lc, dy.p, lc, nullptr, nullptr, 0, 0));
+  lt_linear(lt, dt, dx.p, T_, n_in, dw.p, db.p, n_out, dy.p, CUBLASLT_EPILOGUE_BIAS, nullptr, 0, 0, nullptr);
   auto out = down<T>(dy, size_t(T_) * n_out);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  cublasLtMatmulDescDestroy(op);
   cublasLtDestroy(lt);
   return out;
 }
