@@ -25,6 +25,7 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <type_traits>
 
 #include "cuda/bert_cuda.h"
 #include "cuda/kernels.cuh"
@@ -53,28 +54,18 @@ namespace {
 
 // ------------------------------------------------------------------ host helpers
 
+// Converts fp32 host weights to T (round to nearest) and copies them to a new device buffer.
 template <typename T>
-T* upload(const std::vector<float>& host, std::vector<void*>& owned);
-
-template <>
-__half* upload<__half>(const std::vector<float>& host, std::vector<void*>& owned) {
-  std::vector<__half> tmp(host.size());
-  for (size_t i = 0; i < host.size(); ++i) tmp[i] = __float2half_rn(host[i]);
-  __half* d = nullptr;
-  EK_CUDA(cudaMalloc(&d, tmp.size() * sizeof(__half)));
+T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
+  std::vector<T> tmp(host.size());
+  for (size_t i = 0; i < host.size(); ++i) {
+    if constexpr (std::is_same_v<T, __half>) tmp[i] = __float2half_rn(host[i]);
+    else tmp[i] = __float2bfloat16_rn(host[i]);
+  }
+  T* d = nullptr;
+  EK_CUDA(cudaMalloc(&d, tmp.size() * sizeof(T)));
   owned.push_back(d);
-  EK_CUDA(cudaMemcpy(d, tmp.data(), tmp.size() * sizeof(__half), cudaMemcpyHostToDevice));
-  return d;
-}
-
-template <>
-__nv_bfloat16* upload<__nv_bfloat16>(const std::vector<float>& host, std::vector<void*>& owned) {
-  std::vector<__nv_bfloat16> tmp(host.size());
-  for (size_t i = 0; i < host.size(); ++i) tmp[i] = __float2bfloat16_rn(host[i]);
-  __nv_bfloat16* d = nullptr;
-  EK_CUDA(cudaMalloc(&d, tmp.size() * sizeof(__nv_bfloat16)));
-  owned.push_back(d);
-  EK_CUDA(cudaMemcpy(d, tmp.data(), tmp.size() * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
+  EK_CUDA(cudaMemcpy(d, tmp.data(), tmp.size() * sizeof(T), cudaMemcpyHostToDevice));
   return d;
 }
 
