@@ -205,10 +205,23 @@ class CpuEmbedder final : public Embedder {
       if (!prompt_.empty() && msg.find("byte offset") != std::string::npos) msg += " (offsets count the prompt)";
       throw Error("input " + std::to_string(first_error_index) + ": " + msg);
     }
-    for (size_t i = begin; i < end; ++i)
+    // tokenizer.json's post-processor decides the type ids and how many specials are added: check
+    // them against config.json here (the model only EK_CHECKs them).
+    const int64_t max_tokens = files_.config.max_position_embeddings - files_.config.position_offset;
+    for (size_t i = begin; i < end; ++i) {
       for (int32_t id : enc[i].ids)
         if (id < 0 || id >= files_.config.vocab_size)
           throw Error("input " + std::to_string(i) + ": token id " + std::to_string(id) + " outside the model's vocabulary");
+      if (int64_t(enc[i].size()) > max_tokens)
+        throw Error("input " + std::to_string(i) + ": " + std::to_string(enc[i].size()) + " tokens after truncation, more than the model's " +
+                    std::to_string(max_tokens) + " positions (tokenizer.json's post_processor adds too many special tokens)");
+      if (files_.config.type_vocab_size > 0)
+        for (int32_t t : enc[i].type_ids)
+          if (t < 0 || t >= files_.config.type_vocab_size)
+            throw Error("input " + std::to_string(i) + ": token type id " + std::to_string(t) +
+                        " outside config.json's type_vocab_size " + std::to_string(files_.config.type_vocab_size) +
+                        " (check the type_id values of tokenizer.json's post_processor)");
+    }
   }
 
   Embeddings embed(const std::vector<std::string>& texts, const std::function<void(size_t, size_t)>& progress) override {

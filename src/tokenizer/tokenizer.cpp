@@ -303,6 +303,10 @@ std::vector<TemplatePiece> parse_template(const Element& arr, const std::optiona
     }
     out.push_back(std::move(p));
   }
+  // A repeated sequence would break encode()'s max_length guarantee (truncation budgets one copy).
+  for (int which : {0, 1})
+    if (std::count_if(out.begin(), out.end(), [&](const TemplatePiece& p) { return p.is_sequence && p.which == which; }) > 1)
+      throw Error(where + ": sequence " + (which ? "B" : "A") + " appears more than once; EmbedKit supports each at most once");
   return out;
 }
 

@@ -4,7 +4,7 @@
 //   piece ──normalize──▶ NormalizedText (each char remembers its source byte range)
 //         ──split on added tokens (normalized)──▶ ──pre-tokenize──▶ words ──model──▶ tokens
 //   tokens ──truncate──▶ ──post-process (template: [CLS] A [SEP] …)──▶ Encoding
-// Supported now: normalizers BertNormalizer, Lowercase, NFD, StripAccents, Sequence;
+// Supported now: normalizers BertNormalizer, Lowercase, NFD, Sequence;
 // pre-tokenizers BertPreTokenizer, WhitespaceSplit, Sequence; model WordPiece;
 // post-processors TemplateProcessing, BertProcessing. Anything else is rejected by name.
 #pragma once
