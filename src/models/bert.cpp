@@ -92,14 +92,12 @@ void BertModel::forward(const PackedBatch& batch, std::vector<float>& hidden) {
     cpu::linear(hidden.data(), T, d, L.w_qkv.data(), L.b_qkv.data(), 3 * d, qkv_.data());
     cpu::attention(qkv_.data(), batch.cu_seqlens.data(), S, H, dh, ctx_.data());
     // BertSelfOutput: hidden = LN(ctx · W_oᵀ + b + hidden)
-    cpu::linear(ctx_.data(), T, d, L.w_attn_out.data(), nullptr, d, tmp_.data());
-    cpu::add_layernorm(tmp_.data(), hidden.data(), T, d, L.ln1_g.data(), L.ln1_b.data(), eps, hidden.data(),
-                       L.b_attn_out.data());
+    cpu::linear(ctx_.data(), T, d, L.w_attn_out.data(), L.b_attn_out.data(), d, tmp_.data());
+    cpu::add_layernorm(tmp_.data(), hidden.data(), T, d, L.ln1_g.data(), L.ln1_b.data(), eps, hidden.data());
     // BertIntermediate + BertOutput: hidden = LN(act(hidden · W_iᵀ + b) · W_oᵀ + b + hidden)
     cpu::linear(hidden.data(), T, d, L.w_inter.data(), L.b_inter.data(), I, inter_.data(), act_);
-    cpu::linear(inter_.data(), T, I, L.w_out.data(), nullptr, d, tmp_.data());
-    cpu::add_layernorm(tmp_.data(), hidden.data(), T, d, L.ln2_g.data(), L.ln2_b.data(), eps, hidden.data(),
-                       L.b_out.data());
+    cpu::linear(inter_.data(), T, I, L.w_out.data(), L.b_out.data(), d, tmp_.data());
+    cpu::add_layernorm(tmp_.data(), hidden.data(), T, d, L.ln2_g.data(), L.ln2_b.data(), eps, hidden.data());
   }
 }
 

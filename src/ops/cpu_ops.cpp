@@ -31,27 +31,18 @@ void activate(float* x, int64_t n, Activation act) {
 void linear(const float* x, int64_t T, int64_t n_in, const float* W, const float* b, int64_t n_out, float* y,
             Activation act) {
   if (T == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(n_out), int(n_in), 1.0f, x, int(n_in), W,
-              int(n_in), 0.0f, y, int(n_out));
-  // One pass over y for bias and activation (rows stay in cache between the two).
-  if (!b) return activate(y, T * n_out, act);
+  // Start from the bias so the GEMM accumulates onto it (beta = 1): one pass over y fewer.
+  if (b) {
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    float* row = y + t * n_out;
-    if (act == Activation::GeluErf) {
-      bias_gelu_erf_inplace(row, b, n_out);
-    } else {
-      bias_add_inplace(row, b, n_out);
-      if (act == Activation::GeluTanh) gelu_tanh_inplace(row, n_out);
-      else if (act == Activation::Tanh) tanh_inplace(row, n_out);
-      else if (act == Activation::Relu)
-        for (int64_t i = 0; i < n_out; ++i) row[i] = std::max(row[i], 0.0f);
-    }
+    for (int64_t t = 0; t < T; ++t) std::copy(b, b + n_out, y + t * n_out);
   }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(n_out), int(n_in), 1.0f, x, int(n_in), W,
+              int(n_in), b ? 1.0f : 0.0f, y, int(n_out));
+  activate(y, T * n_out, act);
 }
 
 void add_layernorm(const float* x, const float* residual, int64_t T, int64_t d, const float* gamma,
-                   const float* beta, float eps, float* y, const float* bias) {
+                   const float* beta, float eps, float* y) {
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     const float* xr = x + t * d;
@@ -60,7 +51,7 @@ void add_layernorm(const float* x, const float* residual, int64_t T, int64_t d, 
     // Two-pass mean/variance in double-free fp32 with a compensated order: sum, then centred sum.
     float sum = 0.f;
     for (int64_t i = 0; i < d; ++i) {
-      float v = xr[i] + (rr ? rr[i] : 0.f) + (bias ? bias[i] : 0.f);
+      float v = xr[i] + (rr ? rr[i] : 0.f);
       yr[i] = v;
       sum += v;
     }
@@ -74,34 +65,6 @@ void add_layernorm(const float* x, const float* residual, int64_t T, int64_t d, 
     for (int64_t i = 0; i < d; ++i) yr[i] = (yr[i] - mean) * inv * gamma[i] + beta[i];
   }
 }
-
-// Short sequences: direct loops over one (sequence, head): for L up to a few dozen tokens two
-// BLAS calls per head cost more in call overhead than the arithmetic itself.
-static void attention_short(const float* q, const float* k, const float* v, int64_t L, int64_t dh, int64_t ld,
-                            int64_t ld_out, float scale, bool causal, float* row, float* o) {
-  for (int64_t i = 0; i < L; ++i) {
-    const int64_t n = causal ? i + 1 : L;
-    const float* qi = q + i * ld;
-    for (int64_t j = 0; j < n; ++j) {
-      const float* kj = k + j * ld;
-      float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t c = 0; c < dh; ++c) dot += qi[c] * kj[c];
-      row[j] = dot * scale;
-    }
-    softmax_inplace(row, n);
-    float* oi = o + i * ld_out;
-    for (int64_t c = 0; c < dh; ++c) oi[c] = 0.f;
-    for (int64_t j = 0; j < n; ++j) {
-      const float p = row[j];
-      const float* vj = v + j * ld;
-#pragma omp simd
-      for (int64_t c = 0; c < dh; ++c) oi[c] += p * vj[c];
-    }
-  }
-}
-
-constexpr int64_t kShortAttention = 32;  // measured crossover, see docs/benchmarks.md
 
 void attention(const float* qkv, const int32_t* cu_seqlens, int64_t S, int64_t H, int64_t dh, float* out,
                bool causal) {
@@ -121,10 +84,6 @@ void attention(const float* qkv, const int32_t* cu_seqlens, int64_t S, int64_t H
         const float* k = q + d;
         const float* v = q + 2 * d;
         float* o = out + t0 * d + h * dh;
-        if (L <= kShortAttention) {
-          attention_short(q, k, v, L, dh, ld, d, scale, causal, scores.data(), o);
-          continue;
-        }
         // scores[L, L] = scale · q[L, dh] · k[L, dh]ᵀ
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(L), int(dh), scale, q, int(ld), k,
                     int(ld), 0.0f, scores.data(), int(L));

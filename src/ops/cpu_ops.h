@@ -13,10 +13,9 @@ enum class Activation { None, GeluErf, GeluTanh, Relu, Tanh };
 void linear(const float* x, int64_t T, int64_t n_in, const float* W, const float* b, int64_t n_out, float* y,
             Activation act = Activation::None);
 
-// y = LayerNorm(x + bias + residual) over the last dim d (bias, residual may be null; bias[d]
-// is the preceding Linear's, folded in here so the GEMM needs no bias pass). y may alias x.
+// y = LayerNorm(x + residual) over the last dim d (residual may be null). y may alias x.
 void add_layernorm(const float* x, const float* residual, int64_t T, int64_t d, const float* gamma,
-                   const float* beta, float eps, float* y, const float* bias = nullptr);
+                   const float* beta, float eps, float* y);
 
 // Bidirectional (or causal) scaled-dot-product attention per sequence and head.
 // qkv[T, 3*H*dh] (q | k | v), out[T, H*dh]. No [S, H, L, L] tensor: one L×L tile per thread.
@@ -30,7 +29,5 @@ void gelu_erf_inplace(float* x, int64_t n);
 void gelu_tanh_inplace(float* x, int64_t n);
 void tanh_inplace(float* x, int64_t n);
 void softmax_inplace(float* row, int64_t n);
-void bias_gelu_erf_inplace(float* x, const float* b, int64_t n);
-void bias_add_inplace(float* x, const float* b, int64_t n);
 
 }  // namespace embedkit::cpu

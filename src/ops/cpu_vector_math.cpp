@@ -19,20 +19,6 @@ void gelu_tanh_inplace(float* x, int64_t n) {
   }
 }
 
-// x[i] = gelu(x[i] + b[i]) and friends: the bias add fused into the activation pass.
-void bias_gelu_erf_inplace(float* x, const float* b, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i] + b[i];
-    x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-  }
-}
-
-void bias_add_inplace(float* x, const float* b, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] += b[i];
-}
-
 void tanh_inplace(float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) x[i] = tanhf(x[i]);
