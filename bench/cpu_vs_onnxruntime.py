@@ -16,7 +16,11 @@ EmbedKit: `embedkit embed -i FILE -f npy -o OUT -t THREADS --batch-tokens B`; ti
   is run; the best counts.
 
 Each engine gets a warm-up run before timing; each timed config runs --reps times (default 3)
-and the median counts. Outputs must agree: per-text cosine EmbedKit vs ORT, min >= 0.99999.
+and the median counts. The repetitions run in rounds, every config once per round with ORT and
+EmbedKit alternating, so that load from other processes (shared machine) hits both engines alike;
+the CPU time other processes took during each timed run is measured (/proc/stat) and reported.
+Before each timed run the script waits (up to --quiet-wait s) for a quiet 3 s window, and a run
+during which other processes used more than --max-others cores is discarded and repeated. Outputs must agree: per-text cosine EmbedKit vs ORT, min >= 0.99999.
 Tokens = real tokens after truncation, special tokens included (padding not counted).
 Prints a Markdown table and writes it, with the run's details, as JSON to bench/out/.
 
@@ -28,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,6 +56,12 @@ def parse_args():
     ap.add_argument("--batch-tokens", default="2048,4096,8192,16384")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench/out"))
+    ap.add_argument("--max-others", type=float, default=0.15,
+                    help="a timed run during which other processes used more CPU than this (cores) is discarded "
+                         "and repeated (shared machines); a large value turns this off")
+    ap.add_argument("--max-retries", type=int, default=4, help="repeats of a discarded run before keeping it")
+    ap.add_argument("--quiet-wait", type=float, default=900,
+                    help="before each timed run, wait up to this many seconds for other processes to go quiet")
     ap.add_argument("--note", default="", help="free text stored with the result (e.g. 'shared machine')")
     return ap.parse_args()
 
@@ -108,6 +119,61 @@ def git_commit():
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def file_identity(path):
+    """mtime and sha256 prefix: others may rebuild the binary while a run is going on."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec="seconds")
+    return {"path": path, "mtime": mtime, "sha256": h.hexdigest()[:16]}
+
+
+class ForeignLoad:
+    """CPU time used by other processes during a timed run, in cores (0 = the machine was ours).
+
+    /proc/stat's busy ticks minus this process's and its waited-for children's CPU time."""
+
+    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def _busy():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / ForeignLoad.HZ
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @staticmethod
+    def _own():
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    def __enter__(self):
+        self.b0, self.o0, self.t0 = self._busy(), self._own(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        b1, o1 = self._busy(), self._own()
+        self.cores = None if self.b0 is None or wall <= 0 else max(0.0, ((b1 - self.b0) - (o1 - self.o0)) / wall)
+        return False
+
+
+def wait_for_quiet(max_cores, limit_s, window_s=3.0):
+    """Waits until other processes use at most max_cores over a window; returns seconds waited, None on timeout."""
+    t0 = time.perf_counter()
+    while True:
+        with ForeignLoad() as fl:
+            time.sleep(window_s)
+        if fl.cores is None or fl.cores <= max_cores:
+            return time.perf_counter() - t0 - window_s
+        if time.perf_counter() - t0 > limit_s:
+            return None
 
 
 def load_npy(path):
@@ -183,6 +249,19 @@ def run_embedkit(binary, model_dir, input_path, out_path, threads, batch_tokens)
     return dt
 
 
+def make_row(engine, config, times, others, n_texts, tokens, **extra):
+    med = statistics.median(times)
+    known = [o for o in others if o is not None]
+    return {"engine": engine, "config": config, **extra, "times_s": times, "median_s": med, "min_s": min(times),
+            "sentences_per_s": n_texts / med, "tokens_per_s": tokens / med,
+            "others_cpu_cores": others, "others_cpu_cores_median": statistics.median(known) if known else None}
+
+
+def fmt_times(times, others):
+    o = " ".join("?" if x is None else f"{x:.2f}" for x in others)
+    return f"{' '.join(f'{t:.2f}' for t in times)} s (other processes' CPU, cores: {o})"
+
+
 def fmt_int(x):
     return f"{x:,.0f}"
 
@@ -216,6 +295,8 @@ def main():
         f.write(b"\n".join(raw) + b"\n")
 
     load_start = loadavg()
+    commit = git_commit()
+    binary_start = file_identity(args.embedkit)
     ek_version = subprocess.run([args.embedkit, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"{len(texts)} texts from {args.corpus}; {args.threads} threads; CPU {cpu_model()}; "
           f"load average {load_start}", flush=True)
@@ -228,46 +309,75 @@ def main():
     print(f"tokens: {tokens:,} (mean {lengths.mean():.1f}, max {lengths.max()}, "
           f"{(lengths >= max_len).sum()} truncated at {max_len})", flush=True)
 
-    rows = []
-    ort_emb = {}
+    # Warm-ups, then rounds: every round runs every config once (ORT and EmbedKit alternating),
+    # so load from other processes on a shared machine falls on both engines alike.
     print("[ort] warm-up", flush=True)
     ort_engine.run(texts, ort_bs[len(ort_bs) // 2])
-    for bs in ort_bs:
-        times = []
-        for _ in range(args.reps):
-            emb, dt = ort_engine.run(texts, bs)
-            times.append(dt)
-        ort_emb[bs] = emb
-        med = statistics.median(times)
-        rows.append({"engine": "ONNX Runtime fp32", "config": f"batch {bs}", "batch_size": bs, "times_s": times,
-                     "median_s": med, "sentences_per_s": len(texts) / med, "tokens_per_s": tokens / med})
-        print(f"[ort] batch {bs:4d}: {' '.join(f'{t:.2f}' for t in times)} s -> {len(texts) / med:,.0f} sent/s",
-              flush=True)
-    del ort_engine
-
-    # ---- EmbedKit
-    # Start-up cost (process + model load + one text), for reading the whole-process times.
     one = os.path.join(args.out_dir, "cpu_bench_one.txt")
     with open(one, "wb") as f:
         f.write(raw[0] + b"\n")
     npy = os.path.join(args.out_dir, "cpu_bench_embedkit.npy")
     print("[embedkit] warm-up", flush=True)
     run_embedkit(args.embedkit, model_dir, input_path, npy, args.threads, ek_bt[len(ek_bt) // 2])
+    # Start-up cost (process + model load + one text), for reading the whole-process times.
+    wait_for_quiet(args.max_others, min(args.quiet_wait, 120))
     startup = statistics.median(run_embedkit(args.embedkit, model_dir, one, npy, args.threads, ek_bt[0])
                                 for _ in range(max(3, args.reps)))
     print(f"[embedkit] start-up (1 text, model load included): {startup * 1000:.0f} ms", flush=True)
-    ek_emb = {}
-    for bt in ek_bt:
-        times = []
-        for _ in range(args.reps):
-            times.append(run_embedkit(args.embedkit, model_dir, input_path, npy, args.threads, bt))
-        ek_emb[bt] = load_npy(npy)
-        med = statistics.median(times)
-        rows.append({"engine": "EmbedKit", "config": f"--batch-tokens {bt}", "batch_tokens": bt, "times_s": times,
-                     "median_s": med, "sentences_per_s": len(texts) / med, "tokens_per_s": tokens / med})
-        print(f"[embedkit] batch-tokens {bt:5d}: {' '.join(f'{t:.2f}' for t in times)} s -> "
-              f"{len(texts) / med:,.0f} sent/s", flush=True)
+
+    configs = [("ort", bs) for bs in ort_bs] + [("ek", bt) for bt in ek_bt]
+    times = {c: [] for c in configs}
+    others = {c: [] for c in configs}
+    ort_emb, ek_emb = {}, {}
+    discarded = []
+    for rep in range(args.reps):
+        # ORT and EmbedKit configs alternate within a round: ort, ek, ort, ek, ...
+        ort_c = [c for c in configs if c[0] == "ort"]
+        ek_c = [c for c in configs if c[0] == "ek"]
+        order = [c for pair in zip(ort_c, ek_c) for c in pair] + ort_c[len(ek_c):] + ek_c[len(ort_c):]
+        if rep % 2:
+            order.reverse()
+        for c in order:
+            name = f"[ort] batch {c[1]:4d}" if c[0] == "ort" else f"[embedkit] batch-tokens {c[1]:5d}"
+            for attempt in range(args.max_retries + 1):
+                waited = wait_for_quiet(args.max_others, args.quiet_wait)
+                if waited is None:
+                    print(f"  (no quiet window within {args.quiet_wait:.0f} s; running anyway)", flush=True)
+                elif waited > 1:
+                    print(f"  (waited {waited:.0f} s for other processes to go quiet)", flush=True)
+                with ForeignLoad() as fl:
+                    if c[0] == "ort":
+                        emb, dt = ort_engine.run(texts, c[1])
+                        ort_emb[c[1]] = emb
+                    else:
+                        dt = run_embedkit(args.embedkit, model_dir, input_path, npy, args.threads, c[1])
+                        ek_emb[c[1]] = load_npy(npy)
+                busy = fl.cores is not None and fl.cores > args.max_others
+                print(f"round {rep + 1}/{args.reps} {name}: {dt:.2f} s, {len(texts) / dt:,.0f} sent/s "
+                      f"(other processes' CPU: {'?' if fl.cores is None else format(fl.cores, '.2f')} cores"
+                      f"{'; discarded, retrying' if busy and attempt < args.max_retries else ''})", flush=True)
+                if not busy or attempt == args.max_retries:
+                    break
+                discarded.append({"config": name.strip(), "time_s": dt, "others_cpu_cores": fl.cores})
+            times[c].append(dt)
+            others[c].append(fl.cores)
+    del ort_engine
+
+    rows = []
+    for c in configs:
+        if c[0] == "ort":
+            rows.append(make_row("ONNX Runtime fp32", f"batch {c[1]}", times[c], others[c], len(texts), tokens,
+                                 batch_size=c[1]))
+        else:
+            rows.append(make_row("EmbedKit", f"--batch-tokens {c[1]}", times[c], others[c], len(texts), tokens,
+                                 batch_tokens=c[1]))
+        print(f"{rows[-1]['engine']} {rows[-1]['config']}: {fmt_times(times[c], others[c])} -> "
+              f"{rows[-1]['sentences_per_s']:,.0f} sent/s (median)", flush=True)
     load_end = loadavg()
+    binary_end = file_identity(args.embedkit)
+    if binary_end != binary_start:
+        print(f"WARNING: {args.embedkit} changed during the run ({binary_start} -> {binary_end}); "
+              f"EmbedKit rows may mix two builds", file=sys.stderr)
 
     # ---- agreement
     ort_rows = [r for r in rows if r["engine"] != "EmbedKit"]
@@ -289,7 +399,7 @@ def main():
     # ---- report
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "logical_cpus": os.cpu_count(),
@@ -304,6 +414,8 @@ def main():
         "max_seq_length": max_len,
         "reps": args.reps,
         "embedkit_version": ek_version,
+        "embedkit_binary": binary_start,
+        "embedkit_binary_changed_during_run": binary_end != binary_start,
         "embedkit_startup_s": startup,
         "versions": {"python": platform.python_version(), "onnxruntime": ort.__version__,
                      "tokenizers": tokenizers.__version__, "numpy": np.__version__},
@@ -313,17 +425,20 @@ def main():
         "cosine_vs_ort": {str(k): v for k, v in agreement.items()},
         "cosine_bar": COS_BAR,
         "cosine_ok": worst >= COS_BAR,
+        "max_others_cores": args.max_others,
+        "discarded_runs": discarded,
         "rows": rows,
     }
 
     lines = [
-        f"| engine | config | sentences/s | tokens/s | ÷ best ORT |",
-        f"|---|---|---:|---:|---:|",
+        "| engine | config | sentences/s | tokens/s | ÷ best ORT | others' CPU |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         star = " **(best)**" if r is best_ort or r is best_ek else ""
         lines.append(f"| {r['engine']} | {r['config']}{star} | {fmt_int(r['sentences_per_s'])} | "
-                     f"{fmt_int(r['tokens_per_s'])} | {r['vs_best_ort']:.2f}× |")
+                     f"{fmt_int(r['tokens_per_s'])} | {r['vs_best_ort']:.2f}× | "
+                     f"{'?' if r['others_cpu_cores_median'] is None else format(r['others_cpu_cores_median'], '.2f')} |")
     table = "\n".join(lines)
     summary = (
         f"**EmbedKit ÷ best ORT: {info['ratio_embedkit_over_best_ort']:.2f}×** "
@@ -331,7 +446,8 @@ def main():
         f"Cosine EmbedKit vs ORT, per text: min {best_agree['min']:.7f}, mean {best_agree['mean']:.8f} "
         f"(worst over all EmbedKit configs {worst:.7f}; bar {COS_BAR}: {'OK' if worst >= COS_BAR else 'FAIL'}).  \n"
         f"{len(texts):,} texts, {tokens:,} tokens (mean {lengths.mean():.1f}, truncation at {max_len}); "
-        f"median of {args.reps}; EmbedKit times are whole-process (start-up incl. model load "
+        f"median of {args.reps}; \"others' CPU\" = cores used by other processes during the timed runs "
+        f"(median; 0 = quiet machine); EmbedKit times are whole-process (start-up incl. model load "
         f"{startup * 1000:.0f} ms), ORT times exclude session creation.  \n"
         f"CPU: {info['cpu']} ({os.cpu_count()} logical CPUs; {', '.join(info['cpu_flags'])}), "
         f"{args.threads} threads; load average {load_start} → {load_end}"
