@@ -67,6 +67,11 @@ struct EmbedTimings {
   double total_s = 0, tokenize_s = 0, tokenize_wait_s = 0, encode_s = 0, postprocess_s = 0;
   double device_h2d_ms = 0, device_forward_ms = 0, device_pool_ms = 0, device_d2h_ms = 0;
   size_t tokens = 0, batches = 0;
+  // For EmbedBench's phase breakdown (include/embedkit/profiling.h): the first chunk's
+  // tokenization (always on the critical path), sort + pack time, the CPU forward and CPU pooling
+  // separately (host clock), and how many GPU batches ran as one CUDA-graph replay.
+  double tokenize_first_s = 0, pack_s = 0, cpu_forward_s = 0, cpu_pool_s = 0;
+  size_t device_graph_batches = 0;
 };
 
 class Embedder {

@@ -1,4 +1,4 @@
-// `embedkit` command line: embed, tokenize, info.
+// `embedkit` command line: embed, tokenize, similarity, info, bench (src/cli/bench_command.cpp).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +10,7 @@
 #include <iostream>
 #include <simdjson.h>
 
+#include "cli/bench_command.h"
 #include "cuda/bert_cuda.h"
 #include "embedkit/embedkit.h"
 #include "tokenizer/tokenizer.h"
@@ -240,6 +241,8 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "Describe a model: architecture, dimensions, pooling, prompts");
   add_model_options(info);
 
+  auto* bench = embedkit::cli::add_bench_command(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -385,6 +388,8 @@ int main(int argc, char** argv) {
         }
       }
       if (f != stdout) std::fclose(f);
+    } else if (*bench) {
+      return embedkit::cli::run_bench_command(argc, argv);
     } else if (*info) {
       auto emb = Embedder::load(opt);
       ModelInfo i = emb->info();

@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "embedkit/embedkit.h"
+#include "embedkit/profiling.h"
 #include "cuda/bert_cuda.h"
 #include "loader/model_files.h"
 #include "loader/safetensors.h"
@@ -245,6 +246,7 @@ class CpuEmbedder final : public Embedder {
     auto t0 = Clock::now();
     tokenize_range(texts, 0, std::min(chunk, n), enc);
     timings_.tokenize_s += secs(t0, Clock::now());
+    timings_.tokenize_first_s = timings_.tokenize_s;
 
     PackedBatch batch;
     std::vector<float> hidden, pooled, tmp;
@@ -260,13 +262,16 @@ class CpuEmbedder final : public Embedder {
           tokenize_range(texts, c1, std::min(n, c1 + chunk), enc);
           return secs(a, Clock::now());
         });
+      const auto t_sort = Clock::now();
       order.resize(c1 - c0);
       std::iota(order.begin(), order.end(), c0);
       std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return enc[a].size() > enc[b].size(); });
       for (size_t i = c0; i < c1; ++i) out.token_counts[i] = uint32_t(enc[i].size());
+      timings_.pack_s += secs(t_sort, Clock::now());
 
       for (size_t start = 0; start < order.size();) {
         // Fill a batch under the token budget (at least one sequence).
+        const auto t_pack = Clock::now();
         size_t end = start, tokens = 0;
         while (end < order.size() && (end == start || tokens + enc[order[end]].size() <= opt_.batch_tokens))
           tokens += enc[order[end++]].size();
@@ -284,6 +289,7 @@ class CpuEmbedder final : public Embedder {
           skip.push_back(prompt_tokens_);
         }
         if (prompt_tokens_ == 0) skip.clear();
+        timings_.pack_s += secs(t_pack, Clock::now());
         // Forward and pool (on the GPU: normalized there too when nothing follows), then Dense,
         // normalize, truncate on the host.
         const auto te = Clock::now();
@@ -298,12 +304,16 @@ class CpuEmbedder final : public Embedder {
           timings_.device_forward_ms += pt.forward;
           timings_.device_pool_ms += pt.pool;
           timings_.device_d2h_ms += pt.d2h;
+          if (pt.h2d == 0 && pt.d2h == 0) timings_.device_graph_batches += 1;  // replayed graph: timed whole
         } else {
           model_->forward(batch, hidden);
+          const auto tf = Clock::now();
+          timings_.cpu_forward_s += secs(te, tf);
           pool(hidden.data(), files_.config.hidden_size, batch.cu_seqlens, files_.pooling, skip, pooled.data());
         }
         const auto tp = Clock::now();
         timings_.encode_s += secs(te, tp);
+        if (!gpu_) timings_.cpu_pool_s = timings_.encode_s - timings_.cpu_forward_s;
         for (auto& dl : dense_) {
           tmp.resize(size_t(S * dl.cfg.out_features));
           cpu::linear(pooled.data(), S, dim, dl.w.data(), dl.b.empty() ? nullptr : dl.b.data(), dl.cfg.out_features,
@@ -330,6 +340,7 @@ class CpuEmbedder final : public Embedder {
       }
     }
     timings_.total_s = secs(t_start, Clock::now());
+    detail::record_embed_call(timings_, n);
     return out;
   }
 

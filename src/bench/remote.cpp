@@ -1,0 +1,321 @@
+// EmbedBench remote mode: the scenarios' requests sent to a TEI- (POST /embed) or OpenAI-
+// (POST /v1/embeddings) compatible endpoint by `concurrency` keep-alive connections, with the
+// server's Prometheus /metrics read before and after each level.
+#include <simdjson.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "bench/bench.h"
+#include "bench/http_client.h"
+#include "bench/monitors.h"
+#include "embedkit/profiling.h"
+#include "util/error.h"
+
+namespace embedkit::bench {
+
+namespace {
+
+// Prometheus text format: sums every sample of a metric name over its label sets.
+std::map<std::string, double> parse_prometheus(const std::string& text) {
+  std::map<std::string, double> m;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t name_end = line.find_first_of("{ ");
+    if (name_end == std::string::npos) continue;
+    std::string name = line.substr(0, name_end);
+    size_t value_at = name_end;
+    if (line[name_end] == '{') {
+      value_at = line.find('}', name_end);
+      if (value_at == std::string::npos) continue;
+      ++value_at;
+    }
+    try {
+      m[name] += std::stod(line.substr(value_at));
+    } catch (const std::exception&) {
+    }
+  }
+  return m;
+}
+
+struct MetricsRead {
+  bool ok = false;
+  std::string error;
+  std::map<std::string, double> values;
+};
+
+MetricsRead read_metrics(const Url& url, double timeout_s) {
+  MetricsRead r;
+  try {
+    HttpConnection c(url, timeout_s);
+    HttpResponse res = c.request("GET", "/metrics");
+    if (res.status != 200) {
+      r.error = "GET /metrics answered HTTP " + std::to_string(res.status);
+      return r;
+    }
+    r.values = parse_prometheus(res.body);
+    r.ok = true;
+  } catch (const Error& e) {
+    r.error = e.what();
+  }
+  return r;
+}
+
+void append_str(std::string& s, const std::string& v) { append_json_string(s, v); }
+
+std::string request_body(const std::string& api, const std::vector<std::string>& texts, const std::string& model) {
+  std::string b;
+  if (api == "tei") {
+    b = "{\"inputs\": [";
+    for (size_t i = 0; i < texts.size(); ++i) {
+      if (i) b += ", ";
+      append_str(b, texts[i]);
+    }
+    b += "], \"truncate\": true}";
+  } else {
+    b = "{\"input\": [";
+    for (size_t i = 0; i < texts.size(); ++i) {
+      if (i) b += ", ";
+      append_str(b, texts[i]);
+    }
+    b += "], \"model\": ";
+    append_str(b, model);
+    b += "}";
+  }
+  return b;
+}
+
+// Checks a response: HTTP 200, valid JSON, one embedding per input. Returns "" when fine, else
+// what was wrong; `tokens` gets OpenAI's usage.prompt_tokens (-1 when absent).
+std::string check_response(const std::string& api, const HttpResponse& res, size_t n_inputs,
+                           simdjson::dom::parser& parser, long long& tokens) {
+  tokens = -1;
+  if (res.status != 200)
+    return "HTTP " + std::to_string(res.status) + ": " + res.body.substr(0, 200);
+  auto doc = parser.parse(simdjson::padded_string(res.body));
+  if (doc.error()) return std::string("response is not valid JSON (") + simdjson::error_message(doc.error()) + ")";
+  simdjson::dom::element root = doc.value_unsafe();
+  simdjson::dom::array rows;
+  if (api == "tei") {
+    if (root.get(rows)) return "TEI response: expected a JSON array of embeddings";
+  } else {
+    if (root["data"].get(rows)) return "OpenAI response: no \"data\" array";
+    int64_t pt = 0;
+    if (!root["usage"]["prompt_tokens"].get(pt)) tokens = pt;
+  }
+  size_t n = 0, dim = 0;
+  for (auto row : rows) {
+    simdjson::dom::array emb;
+    if (api == "tei" ? row.get(emb) : row["embedding"].get(emb)) return "response row " + std::to_string(n) + ": no embedding array";
+    const size_t d = emb.size();
+    if (n == 0) dim = d;
+    if (d == 0 || d != dim) return "response row " + std::to_string(n) + ": embedding of " + std::to_string(d) + " values";
+    ++n;
+  }
+  if (n != n_inputs)
+    return std::to_string(n) + " embeddings for " + std::to_string(n_inputs) + " inputs";
+  return "";
+}
+
+Value dist_of(std::vector<double> v) {
+  Distribution d = summarize(std::move(v));
+  Value r = Value::object();
+  r["count"] = d.count;
+  r["mean"] = d.mean;
+  r["stddev"] = d.stddev;
+  r["p50"] = d.p50;
+  r["p95"] = d.p95;
+  r["p99"] = d.p99;
+  r["min"] = d.min;
+  r["max"] = d.max;
+  return r;
+}
+
+// Candidate metrics holding the tokens the server embedded (TEI names first).
+const char* kTokenMetrics[] = {"te_request_input_length_sum", "te_batch_next_tokens_sum", "te_batch_next_tokens"};
+
+}  // namespace
+
+Value run_remote(const BenchOptions& opt, Value report) {
+  if (opt.api != "tei" && opt.api != "openai") throw Error("--api \"" + opt.api + "\": expected tei or openai");
+  const Url url = parse_url(opt.url);
+  const std::string model = opt.remote_model.empty() ? opt.engine.model : opt.remote_model;
+  report["remote"]["url"] = url.text();
+  report["remote"]["api"] = opt.api;
+  report["remote"]["route"] = opt.api == "tei" ? "POST /embed" : "POST /v1/embeddings";
+  report["remote"]["model"] = model;
+  report["device"]["name"] = "remote: " + url.text();
+
+  // A local tokenizer for client-side token counts (TEI answers carry none).
+  std::unique_ptr<Embedder> local;
+  std::string local_note;
+  if (opt.local_tokens) {
+    try {
+      EmbedderOptions eo = opt.engine;
+      eo.device = "cpu";
+      eo.dtype = "auto";
+      local = Embedder::load(eo);
+      local_note = "tokenized here with " + local->info().dir;
+    } catch (const Error& e) {
+      local_note = std::string("no local token count: ") + e.what();
+    }
+  }
+  report["remote"]["client_tokens"] = local_note.empty() ? "off (--no-local-tokens)" : local_note;
+
+  Value scenarios = Value::array();
+  for (const ScenarioSpec& s : opt.scenarios) {
+    if (s.kind == "comparison" || s.kind == "sweep")
+      throw Error("scenario \"" + s.name + "\" (" + s.kind +
+                  ") runs in-process only; in remote mode use latency, throughput or memory with --concurrency levels");
+    if (s.batch_size == 0 || s.iterations < 1) throw Error(s.name + ": batch size and iterations must be at least 1");
+    const auto corpus = load_corpus(s.corpus, opt.corpus_dir);
+    Value sv = Value::object();
+    sv["name"] = s.name;
+    sv["spec"]["kind"] = s.kind;
+    sv["spec"]["corpus"] = s.corpus;
+    sv["spec"]["batch_size"] = s.batch_size;
+    sv["spec"]["iterations"] = s.iterations;
+    sv["spec"]["warmup"] = s.warmup;
+    sv["corpus_texts"] = corpus.size();
+    // Requests for index i: texts [i*batch, (i+1)*batch) round the corpus (the same for every level).
+    auto texts_of = [&](size_t i) {
+      std::vector<std::string> t;
+      for (size_t k = 0; k < s.batch_size; ++k) t.push_back(corpus[(i * s.batch_size + k) % corpus.size()]);
+      return t;
+    };
+    Value levels = Value::array();
+    for (int conc : opt.concurrency) {
+      if (conc < 1) throw Error("--concurrency " + std::to_string(conc) + ": must be at least 1");
+      // Every connection gets at least two requests so each level measures steady traffic.
+      const size_t requests = std::max<size_t>(size_t(s.iterations), 2 * size_t(conc));
+      {  // warm-up, one connection
+        HttpConnection c(url, opt.timeout_s);
+        for (int i = 0; i < s.warmup; ++i) c.request("POST", opt.api == "tei" ? "/embed" : "/v1/embeddings",
+                                                     request_body(opt.api, texts_of(size_t(i)), model));
+      }
+      long long local_tokens = 0;
+      if (local)
+        for (size_t i = 0; i < requests; ++i)
+          for (auto& t : texts_of(i)) local_tokens += (long long)local->tokenize(t).ids.size();
+
+      MetricsRead before = read_metrics(url, opt.timeout_s);
+      std::atomic<size_t> next{0}, done{0};
+      std::mutex mu;
+      std::vector<double> latency_ms;
+      std::map<std::string, size_t> errors;
+      size_t n_errors = 0;
+      long long usage_tokens = 0;
+      bool usage_seen = false;
+      ProgressBar bar(opt.progress, s.name + " c=" + std::to_string(conc), requests);
+      const double t0 = now_s();
+      std::vector<std::thread> workers;
+      for (int w = 0; w < conc; ++w)
+        workers.emplace_back([&] {
+          HttpConnection c(url, opt.timeout_s);
+          simdjson::dom::parser parser;
+          std::vector<double> mine;
+          for (size_t i; (i = next++) < requests;) {
+            const auto texts = texts_of(i);
+            const std::string body = request_body(opt.api, texts, model);
+            std::string err;
+            long long tokens = -1;
+            const double a = now_s();
+            try {
+              HttpResponse res = c.request("POST", opt.api == "tei" ? "/embed" : "/v1/embeddings", body);
+              err = check_response(opt.api, res, texts.size(), parser, tokens);
+            } catch (const Error& e) {
+              err = e.what();
+            }
+            const double ms = (now_s() - a) * 1e3;
+            {
+              std::lock_guard<std::mutex> lock(mu);
+              if (err.empty()) {
+                mine.push_back(ms);
+                if (tokens >= 0) usage_tokens += tokens, usage_seen = true;
+              } else {
+                ++n_errors;
+                if (errors.size() < 8 || errors.count(err)) errors[err] += 1;  // first 8 distinct messages
+              }
+            }
+            bar.update(++done);
+          }
+          std::lock_guard<std::mutex> lock(mu);
+          latency_ms.insert(latency_ms.end(), mine.begin(), mine.end());
+        });
+      for (auto& t : workers) t.join();
+      const double wall = now_s() - t0;
+      bar.finish();
+      MetricsRead after = read_metrics(url, opt.timeout_s);
+
+      Value lv = Value::object();
+      lv["concurrency"] = conc;
+      lv["requests"] = requests;
+      lv["texts"] = requests * s.batch_size;
+      lv["errors"] = n_errors;
+      Value err_list = Value::array();
+      for (auto& [msg, n] : errors) {
+        Value e = Value::object();
+        e["message"] = msg;
+        e["count"] = n;
+        err_list.push_back(e);
+      }
+      lv["error_samples"] = err_list;
+      lv["wall_s"] = wall;
+      lv["requests_per_s"] = double(requests - n_errors) / wall;
+      lv["texts_per_s"] = double((requests - n_errors) * s.batch_size) / wall;
+      lv["latency_ms"] = dist_of(latency_ms);
+      if (usage_seen) lv["client_tokens_usage"] = usage_tokens;
+      if (local) lv["client_tokens_local"] = local_tokens;
+      Value& sm = lv["server_metrics"];
+      sm["available"] = before.ok && after.ok;
+      if (!before.ok || !after.ok) {
+        sm["error"] = before.ok ? after.error : before.error;
+      } else {
+        auto delta = [&](const std::string& k) -> double {
+          auto a = before.values.find(k), b = after.values.find(k);
+          if (b == after.values.end()) return NAN;
+          return b->second - (a == before.values.end() ? 0.0 : a->second);
+        };
+        const double req = delta("te_request_count");
+        if (std::isfinite(req)) sm["te_request_count"] = req;
+        std::string tm = opt.tokens_metric;
+        if (tm.empty())
+          for (const char* k : kTokenMetrics)
+            if (after.values.count(k)) {
+              tm = k;
+              break;
+            }
+        if (!tm.empty() && std::isfinite(delta(tm))) {
+          sm["tokens_metric"] = tm;
+          sm["tokens"] = delta(tm);
+          const double client = usage_seen ? double(usage_tokens) : local ? double(local_tokens) : NAN;
+          if (std::isfinite(client)) sm["tokens_match_client"] = std::fabs(client - delta(tm)) < 0.5;
+        } else {
+          sm["tokens_metric"] = "none found (looked for te_request_input_length_sum, te_batch_next_tokens_sum)";
+        }
+        // Server-side phase means per request (TEI histograms are in seconds).
+        for (const char* phase : {"tokenization", "queue", "inference"}) {
+          const std::string k = std::string("te_request_") + phase + "_duration";
+          const double sum = delta(k + "_sum"), cnt = delta(k + "_count");
+          if (std::isfinite(sum) && std::isfinite(cnt) && cnt > 0) sm[std::string(phase) + "_mean_ms"] = sum / cnt * 1e3;
+        }
+        const double dsum = delta("te_request_duration_sum"), dcnt = delta("te_request_duration_count");
+        if (std::isfinite(dsum) && std::isfinite(dcnt) && dcnt > 0) sm["request_mean_ms"] = dsum / dcnt * 1e3;
+      }
+      levels.push_back(lv);
+    }
+    sv["remote_levels"] = levels;
+    scenarios.push_back(sv);
+  }
+  report["scenarios"] = scenarios;
+  return report;
+}
+
+}  // namespace embedkit::bench
