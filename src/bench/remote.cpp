@@ -295,8 +295,11 @@ Value run_remote(const BenchOptions& opt, Value report) {
         if (!tm.empty() && std::isfinite(delta(tm))) {
           sm["tokens_metric"] = tm;
           sm["tokens"] = delta(tm);
-          const double client = usage_seen ? double(usage_tokens) : local ? double(local_tokens) : NAN;
-          if (std::isfinite(client)) sm["tokens_match_client"] = std::fabs(client - delta(tm)) < 0.5;
+          // Our tokenizer's count is the independent one; OpenAI's usage field is the server's own.
+          if (usage_seen) sm["tokens_match_usage"] = std::fabs(double(usage_tokens) - delta(tm)) < 0.5;
+          if (local) sm["tokens_match_local"] = std::fabs(double(local_tokens) - delta(tm)) < 0.5;
+          if (local || usage_seen)
+            sm["tokens_match_client"] = sm.flag("tokens_match_local", true) && sm.flag("tokens_match_usage", true);
         } else {
           sm["tokens_metric"] = "none found (looked for te_request_input_length_sum, te_batch_next_tokens_sum)";
         }

@@ -180,9 +180,11 @@ std::vector<Table> build_tables(const Value& rep) {
                "client tokens", "match", "server queue ms", "server inference ms"}};
       for (auto& l : lv->items()) {
         const Value& sm = l.at("server_metrics");
-        std::string client = l.find("client_tokens_usage") ? fmt(l.num("client_tokens_usage"), 0) + " (usage)"
-                             : l.find("client_tokens_local") ? fmt(l.num("client_tokens_local"), 0) + " (local)"
-                                                             : "–";
+        std::string client;
+        if (l.find("client_tokens_local")) client = fmt(l.num("client_tokens_local"), 0) + " (local)";
+        if (l.find("client_tokens_usage"))
+          client += (client.empty() ? "" : ", ") + fmt(l.num("client_tokens_usage"), 0) + " (usage)";
+        if (client.empty()) client = "–";
         t.rows.push_back({fmt(l.num("concurrency"), 0), fmt(l.num("requests"), 0), fmt(l.num("errors"), 0),
                           sig(l.num("requests_per_s")), sig(l.num("texts_per_s")), sig(l.at("latency_ms").num("p50")),
                           sig(l.at("latency_ms").num("p95")), sig(l.at("latency_ms").num("p99")),
