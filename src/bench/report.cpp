@@ -148,6 +148,10 @@ std::vector<Table> build_tables(const Value& rep) {
       Table t{"Comparison: " + name, "", {"model", "device", "dtype", "threads", "texts/s", "tokens/s", "p50 ms", "p95 ms", "p99 ms", "RSS peak MB", "phases sum / total"}};
       for (auto& row : c->at("rows").items()) {
         const Value& e = row.at("engine");
+        if (row.find("skipped")) {
+          t.note += (t.note.empty() ? "skipped: " : "; ") + e.str("device") + " " + e.str("dtype") + " (" + row.str("skipped") + ")";
+          continue;
+        }
         const Value& r = row.at("result");
         t.rows.push_back({e.str("model"), e.str("device"), e.str("dtype"), fmt(e.num("threads"), 0),
                           sig(r.at("throughput").num("texts_per_s")), sig(r.at("throughput").num("tokens_per_s")),
@@ -469,7 +473,7 @@ std::string render_html(const Value& rep) {
     }
     if (const Value* c = sc.find("comparison"))
       for (auto& row : c->at("rows").items())
-        runs.push_back({name + " " + row.at("engine").str("device") + " t" + fmt(row.at("engine").num("threads"), 0),
+        if (!row.find("skipped")) runs.push_back({name + " " + row.at("engine").str("device") + " t" + fmt(row.at("engine").num("threads"), 0),
                         &row.at("result")});
     if (const Value* sw = sc.find("sweep")) {
       const std::string key = sw->str("swept");

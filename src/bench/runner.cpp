@@ -457,6 +457,7 @@ Value run_comparison(const Engine& base, const ScenarioSpec& s, const std::vecto
     if (!have_gpu && threads[0] > 1 && s.devices.empty()) threads.insert(threads.begin(), 1);
   }
   Value rows = Value::array();
+  std::vector<Value> skipped;
   for (auto& model : models)
     for (auto& device : devices)
       for (auto& dtype : dtypes)
@@ -467,7 +468,23 @@ Value run_comparison(const Engine& base, const ScenarioSpec& s, const std::vecto
           o.device = device;
           o.dtype = dtype;
           o.threads = resolved_threads(th);
-          Engine e = load_engine(o);
+          // A combination the engine refuses (cpu + fp16, cuda without a GPU, ...) stays in the
+          // table with the engine's reason; the run fails only when nothing could run.
+          Engine e;
+          try {
+            e = load_engine(o);
+          } catch (const Error& err) {
+            Value row = Value::object();
+            row["engine"]["model"] = model;
+            row["engine"]["device"] = device;
+            row["engine"]["dtype"] = dtype;
+            row["engine"]["threads"] = o.threads;
+            row["skipped"] = std::string(err.what());
+            std::fprintf(stderr, "embedkit bench: comparison: skipping %s / %s / %s: %s\n", model.c_str(), device.c_str(),
+                         dtype.c_str(), err.what());
+            skipped.push_back(row);
+            continue;
+          }
           const std::string label = s.name + " " + device + " " + dtype + (device == "cpu" ? " t" + std::to_string(o.threads) : "");
           Measured m = measure(e, corpus, s.batch_size, s.iterations, s.warmup, opt, label, false);
           Value row = Value::object();
@@ -475,6 +492,10 @@ Value run_comparison(const Engine& base, const ScenarioSpec& s, const std::vecto
           row["result"] = m.v;
           rows.push_back(row);
         }
+  if (rows.size() == 0)
+    throw Error(s.name + ": no combination of --models / --devices / --dtypes could run (" +
+                (skipped.empty() ? std::string("none given") : skipped[0].str("skipped")) + ")");
+  for (auto& row : skipped) rows.push_back(row);
   // Leave the thread pools as the rest of the run expects them.
   omp_set_num_threads(resolved_threads(base.options.threads));
   Value r = Value::object();

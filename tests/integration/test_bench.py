@@ -56,7 +56,8 @@ def measured_results(report):
         if "result" in s:
             out.append((s["name"], s["result"]))
         for row in s.get("comparison", {}).get("rows", []):
-            out.append((f'{s["name"]} threads={row["engine"]["threads"]}', row["result"]))
+            if "skipped" not in row:
+                out.append((f'{s["name"]} threads={row["engine"]["threads"]}', row["result"]))
     return out
 
 
