@@ -74,8 +74,8 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 
 // ------------------------------------------------------------------ attention launch shapes
 // Batches with a sequence longer than kShortSeqMax run one of these shapes (FlashShape<dh,
-// warps, m-tiles per warp, keys per K/V tile, K/V stages, poly-exp share>). Index 0 is the
-// default; EMBEDKIT_ATTN_SHAPE=i (or testing::set_attention_shape) picks another, for
+// warps, m-tiles per warp, keys per K/V tile, K/V stages, poly-exp share>).
+// kDefaultLongShape is the default; EMBEDKIT_ATTN_SHAPE=i (or testing::set_attention_shape) picks another, for
 // measuring. Head dim 128 has one shape.
 constexpr int kLongShapesCount = 8;
 static int testing_shape_override = -1;
@@ -95,17 +95,18 @@ using LongShapes = std::tuple<FlashShape<DH, 8, 1, 64, 3, 0>,   // 0: 128 rows, 
                               FlashShape<DH, 8, 1, 64, 2, 0>,   // 2: 128 rows, 2 stages
                               FlashShape<DH, 8, 1, 64, 3, 4>,   // 3: as 0, 1/4 of exps polynomial
                               FlashShape<DH, 8, 1, 128, 2, 0>,  // 4: 128 rows, 128-key tiles
-                              FlashShape<DH, 4, 2, 64, 3, 0>,   // 5: 128 rows as 4 warps × 2 m-tiles
+                              FlashShape<DH, 4, 2, 64, 3, 0, DH == 32 ? 3 : 2>,  // 5: 128 rows as 4 warps × 2 m-tiles
                               FlashShape<DH, 8, 1, 64, 3, 2>,   // 6: as 0, 1/2 of exps polynomial
                               FlashShape<DH, 8, 1, 64, 3, 0, DH == 32 ? 3 : 2>>;  // 7: as 0, ≤ 85 regs at dh 32
 using Shape128 = FlashShape<128, 4, 1, 64, 2, 0>;
 constexpr int kLongShapes = kLongShapesCount;
+constexpr int kDefaultLongShape = 5;  // measured fastest at dh 32 and 64 (docs/benchmarks.md)
 static_assert(std::tuple_size_v<LongShapes<32>> == kLongShapes);
 
 int selected_long_shape() {
   static const int chosen = [] {
     const char* e = std::getenv("EMBEDKIT_ATTN_SHAPE");
-    const int i = e ? std::atoi(e) : 0;
+    const int i = e ? std::atoi(e) : kDefaultLongShape;
     if (i < 0 || i >= kLongShapes)
       throw Error("EMBEDKIT_ATTN_SHAPE=" + std::string(e) + ": expected 0.." + std::to_string(kLongShapes - 1));
     return i;

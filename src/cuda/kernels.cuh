@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <tuple>
@@ -62,14 +64,19 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
       EK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
       EK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
                                                      sizeof ws_bytes));
-      cublasLtMatmulHeuristicResult_t res;
+      // EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer instead of its first (for measuring).
+      static const int pick = [] {
+        const char* e = std::getenv("EMBEDKIT_LT_ALGO");
+        return e ? std::max(0, std::min(7, std::atoi(e))) : 0;
+      }();
+      cublasLtMatmulHeuristicResult_t res[8];
       int found = 0;
-      EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found));
+      EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, pick + 1, res, &found));
       cublasLtMatmulPreferenceDestroy(pref);
       if (found == 0)
         throw Error("cuBLASLt found no algorithm for a " + std::to_string(T) + "x" + std::to_string(n_in) + "x" +
                     std::to_string(n_out) + " GEMM");
-      it = algos->emplace(key, res.algo).first;
+      it = algos->emplace(key, res[std::min(pick, found - 1)].algo).first;
     }
     algo = &it->second;
   }
@@ -182,7 +189,7 @@ __global__ void add_layernorm_kernel(const T* __restrict__ x, T* __restrict__ hi
   }
 }
 
-// Same, two elements per 4-byte access (d % 64 == 0): half the load instructions.
+// Same, on element pairs (d % 64 == 0).
 template <typename T> struct Pair;
 template <> struct Pair<__half> {
   using type = __half2;
@@ -195,40 +202,62 @@ template <> struct Pair<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat162 from_f2(float a, float b) { return __floats2bfloat162_rn(a, b); }
 };
 
-template <typename T, bool kAdd>
-__global__ void add_layernorm_pairs_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
-                                           const T* __restrict__ b, int T_, int d, float eps) {
+// kPairs element pairs (4, 8 or 16 bytes) per load and store: d = 384 moves 8 bytes a lane, 768
+// and 1024 16 bytes, so each warp keeps a whole row's loads in flight with few instructions.
+template <typename V, int N>
+struct alignas(sizeof(V) * N) PairChunk {
+  V v[N];
+};
+
+template <typename T, bool kAdd, int kPairs>
+__global__ void add_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
+                                         const T* __restrict__ b, int T_, int d, float eps) {
   using P = Pair<T>;
-  using V = typename P::type;
+  using C = PairChunk<typename P::type, kPairs>;
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (t >= T_) return;
-  const V* xr = x ? reinterpret_cast<const V*>(x + size_t(t) * d) : nullptr;
-  V* hr = reinterpret_cast<V*>(hidden + size_t(t) * d);
-  const V* gr = reinterpret_cast<const V*>(g);
-  const V* br = reinterpret_cast<const V*>(b);
-  constexpr int kMaxPairs = kMaxDPerLane / 2;
-  float2 v[kMaxPairs];
+  const C* xr = kAdd ? reinterpret_cast<const C*>(x + size_t(t) * d) : nullptr;
+  C* hr = reinterpret_cast<C*>(hidden + size_t(t) * d);
+  const C* gr = reinterpret_cast<const C*>(g);
+  const C* br = reinterpret_cast<const C*>(b);
+  constexpr int kMaxChunks = kMaxDPerLane / (2 * kPairs);
+  float2 v[kMaxChunks][kPairs];
   float sum = 0.f;
-  const int per = d / 64;
+  const int per = d / (64 * kPairs);  // chunks per lane
 #pragma unroll
-  for (int k = 0; k < kMaxPairs; ++k) {
+  for (int k = 0; k < kMaxChunks; ++k) {
     if (k < per) {
-      const float2 a = kAdd ? P::to_f2(xr[lane + 32 * k]) : make_float2(0.f, 0.f), r = P::to_f2(hr[lane + 32 * k]);
-      v[k] = make_float2(a.x + r.x, a.y + r.y);
-      sum += v[k].x + v[k].y;
+      const C h = hr[lane + 32 * k];
+      C a;
+      if (kAdd) a = xr[lane + 32 * k];
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) {
+        const float2 r = P::to_f2(h.v[j]), xa = kAdd ? P::to_f2(a.v[j]) : make_float2(0.f, 0.f);
+        v[k][j] = make_float2(xa.x + r.x, xa.y + r.y);
+        sum += v[k][j].x + v[k][j].y;
+      }
     }
   }
   const float mean = warp_sum(sum) / float(d);
   float var = 0.f;
 #pragma unroll
-  for (int k = 0; k < kMaxPairs; ++k)
-    if (k < per) var += (v[k].x - mean) * (v[k].x - mean) + (v[k].y - mean) * (v[k].y - mean);
+  for (int k = 0; k < kMaxChunks; ++k)
+    if (k < per)
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j)
+        var += (v[k][j].x - mean) * (v[k][j].x - mean) + (v[k][j].y - mean) * (v[k][j].y - mean);
   const float inv = rsqrtf(warp_sum(var) / float(d) + eps);
 #pragma unroll
-  for (int k = 0; k < kMaxPairs; ++k) {
+  for (int k = 0; k < kMaxChunks; ++k) {
     if (k < per) {
-      const float2 gg = P::to_f2(gr[lane + 32 * k]), bb = P::to_f2(br[lane + 32 * k]);
-      hr[lane + 32 * k] = P::from_f2((v[k].x - mean) * inv * gg.x + bb.x, (v[k].y - mean) * inv * gg.y + bb.y);
+      const C gg = gr[lane + 32 * k], bb = br[lane + 32 * k];
+      C o;
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) {
+        const float2 gj = P::to_f2(gg.v[j]), bj = P::to_f2(bb.v[j]);
+        o.v[j] = P::from_f2((v[k][j].x - mean) * inv * gj.x + bj.x, (v[k][j].y - mean) * inv * gj.y + bj.y);
+      }
+      hr[lane + 32 * k] = o;
     }
   }
 }
@@ -237,12 +266,14 @@ template <typename T>
 void launch_add_layernorm(const T* x, T* hidden, const T* g, const T* b, int T_, int d, float eps, cudaStream_t stream) {
   const int warps = 8;
   const dim3 grid((T_ + warps - 1) / warps), block(32 * warps);
-  if (d % 64 == 0) {
-    if (x) add_layernorm_pairs_kernel<T, true><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
-    else add_layernorm_pairs_kernel<T, false><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
-  } else {
-    add_layernorm_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
-  }
+#define EK_ADD_LN(PAIRS)                                                                                    \
+  (x ? add_layernorm_vec_kernel<T, true, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps)   \
+     : add_layernorm_vec_kernel<T, false, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps))
+  if (d % 256 == 0) EK_ADD_LN(4);
+  else if (d % 128 == 0) EK_ADD_LN(2);
+  else if (d % 64 == 0) EK_ADD_LN(1);
+  else add_layernorm_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
+#undef EK_ADD_LN
 }
 
 // ------------------------------------------------------------------ GELU (exact, erf)
@@ -379,17 +410,22 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
 
   // K/V tile i goes to stage i % STAGES with cp.async; every call commits one group (empty past
   // the end) so that "all but the newest STAGES−2 groups done" always means "tile i landed".
+  // Each thread copies kCopies 16-byte vectors of K and of V: rows r0 + j·kRowStep, column c0.
+  static_assert(KB * kVecPerRow % kThreads == 0 && kThreads % kVecPerRow == 0, "copy split");
+  constexpr int kCopies = KB * kVecPerRow / kThreads, kRowStep = kThreads / kVecPerRow;
+  const int copy_r0 = threadIdx.x / kVecPerRow, copy_c0 = (threadIdx.x % kVecPerRow) * kVec;
+  const T* k_head = qkv + size_t(seq_start) * row_stride + d + h * DH + copy_c0;  // K row 0 of this head
   auto issue_kv = [&](int i) {
     if (i < n_kv) {
       const int k0 = i * KB;
-      T* Ks = KV + 2 * (i % STAGES) * KB * ld;
-      T* Vs = Ks + KB * ld;
-      for (int e = threadIdx.x; e < KB * kVecPerRow; e += kThreads) {
-        const int r = e / kVecPerRow, c = (e % kVecPerRow) * kVec;
-        const bool in = k0 + r < L;
-        const T* base = qkv + size_t(seq_start + (in ? k0 + r : 0)) * row_stride + h * DH + c;
-        cp_async_16(Ks + r * ld + c, base + d, in ? 16 : 0);
-        cp_async_16(Vs + r * ld + c, base + 2 * d, in ? 16 : 0);
+      T* Ks = KV + 2 * (i % STAGES) * KB * ld + copy_r0 * ld + copy_c0;
+      const T* src = k_head + size_t(k0 + copy_r0) * row_stride;
+#pragma unroll
+      for (int j = 0; j < kCopies; ++j) {
+        const bool in = k0 + copy_r0 + j * kRowStep < L;  // past the end: zeros, source not read
+        const T* kp = in ? src + size_t(j * kRowStep) * row_stride : k_head;
+        cp_async_16(Ks + j * kRowStep * ld, kp, in ? 16 : 0);
+        cp_async_16(Ks + (KB + j * kRowStep) * ld, kp + d, in ? 16 : 0);
       }
     }
     cp_async_commit();
@@ -472,16 +508,42 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
         mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
         mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
       }
-      float alpha[2], neg_m[2];
+      // Lazy rescaling: the running max m (the shift of the exponentials) moves only when some
+      // row's max grew by more than 2^kRescaleLog2 in exp2 units. Until then P = exp2(s·c − m·c)
+      // stays ≤ 2^8 (fine in fp16/bf16, and O, rowsum accumulate in fp32) and O / rowsum is the
+      // same softmax (shift-invariant), so the O and rowsum rescale is skipped on most tiles.
+      constexpr float kRescaleLog2 = 8.f;
+      bool grow = false;
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-        const float m_new = fmaxf(m_run[mt][i], mx[i]);
-        alpha[i] = m_run[mt][i] == -INFINITY ? 0.f : fast_exp2((m_run[mt][i] - m_new) * scale_log2);
-        m_run[mt][i] = m_new;
-        neg_m[i] = m_new == -INFINITY ? 0.f : -m_new * scale_log2;  // all-masked row: exp2(-inf) = 0
+        grow |= (mx[i] - m_run[mt][i]) * scale_log2 > kRescaleLog2;  // first tile: m = -inf → grows
       }
+      if (__any_sync(0xffffffffu, grow)) {
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const float m_new = fmaxf(m_run[mt][i], mx[i]);
+          alpha[i] = m_run[mt][i] == -INFINITY ? 0.f : fast_exp2((m_run[mt][i] - m_new) * scale_log2);
+          m_run[mt][i] = m_new;
+        }
+#pragma unroll
+        for (int j = 0; j < DH / 8; ++j) {
+          o[mt][j][0] *= alpha[0];
+          o[mt][j][1] *= alpha[0];
+          o[mt][j][2] *= alpha[1];
+          o[mt][j][3] *= alpha[1];
+        }
+        rowsum[mt][0] *= alpha[0];
+        rowsum[mt][1] *= alpha[0];
+        rowsum[mt][2] *= alpha[1];
+        rowsum[mt][3] *= alpha[1];
+      }
+      float neg_m[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)  // a row with no unmasked key yet: exp2(-inf) = 0
+        neg_m[i] = m_run[mt][i] == -INFINITY ? 0.f : -m_run[mt][i] * scale_log2;
 #pragma unroll
       for (int j = 0; j < KB / 8; ++j) {
 #pragma unroll
@@ -490,17 +552,6 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
           s[mt][j][e] = (POLY > 0 && j % (POLY > 0 ? POLY : 1) == POLY - 1) ? poly_exp2(x) : fast_exp2(x);
         }
       }
-#pragma unroll
-      for (int j = 0; j < DH / 8; ++j) {
-        o[mt][j][0] *= alpha[0];
-        o[mt][j][1] *= alpha[0];
-        o[mt][j][2] *= alpha[1];
-        o[mt][j][3] *= alpha[1];
-      }
-      rowsum[mt][0] *= alpha[0];
-      rowsum[mt][1] *= alpha[0];
-      rowsum[mt][2] *= alpha[1];
-      rowsum[mt][3] *= alpha[1];
       // The S accumulators of key tiles 2kk, 2kk+1 are the A fragment of P for k-step kk.
 #pragma unroll
       for (int kk = 0; kk < KB / 16; ++kk) {

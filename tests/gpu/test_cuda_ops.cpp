@@ -107,7 +107,9 @@ TEST_P(CudaOps, GeluErf) {
 
 TEST_P(CudaOps, AddLayerNorm) {
   const Precision p = GetParam();
-  for (int d : {352, 384, 768, 1024}) {  // 352: d % 64 != 0 takes the one-element-per-load kernel
+  // Every load width: 352 (d % 64 != 0: one element per load), 448 (one pair), 384 (two pairs),
+  // 768 and 1024 (four pairs, 16 bytes).
+  for (int d : {352, 448, 384, 768, 1024}) {
     for (int T : {1, 33, 5000}) {
       auto x = rnd(size_t(T) * d, 6, 2.f, p, 0.3f), h = rnd(size_t(T) * d, 7, 1.f, p), g = rnd(size_t(d), 8, 0.2f, p, 1.f),
            b = rnd(size_t(d), 9, 0.1f, p);
