@@ -69,7 +69,8 @@ struct EmbedTimings {
   size_t tokens = 0, batches = 0;
   // For EmbedBench's phase breakdown (include/embedkit/profiling.h): the first chunk's
   // tokenization (always on the critical path), sort + pack time, the CPU forward and CPU pooling
-  // separately (host clock), and how many GPU batches ran as one CUDA-graph replay.
+  // (with Dense modules; on the GPU: Dense only) separately (host clock), and how many GPU batches
+  // ran as one CUDA-graph replay (timed whole).
   double tokenize_first_s = 0, pack_s = 0, cpu_forward_s = 0, cpu_pool_s = 0;
   size_t device_graph_batches = 0;
 };
