@@ -155,7 +155,16 @@ std::optional<double> Nvml::power_w() const {
   if (power_source_ == "NVML_FI_DEV_POWER_INSTANT") {
     nvmlFieldValue_t fv{};
     fv.fieldId = kFieldPowerInstant;
-    if (api_->fields(device_, 1, &fv) == 0 && fv.nvmlReturn == 0) return double(fv.value.ui) / 1000.0;
+    if (api_->fields(device_, 1, &fv) == 0 && fv.nvmlReturn == 0) {
+      // Milliwatts, in whichever member the driver says (nvmlValueType_t).
+      switch (fv.valueType) {
+        case 0: return fv.value.d / 1000.0;
+        case 2: return double(fv.value.ul) / 1000.0;
+        case 3: return double(fv.value.ull) / 1000.0;
+        case 4: return double(fv.value.sll) / 1000.0;
+        default: return double(fv.value.ui) / 1000.0;
+      }
+    }
   }
   unsigned mw = 0;
   if (api_->power(device_, &mw) != 0) return std::nullopt;
