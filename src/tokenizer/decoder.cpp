@@ -70,16 +70,14 @@ std::string TokenDecoder::decode(const std::vector<int64_t>& ids, bool skip_spec
   }
   std::string out;
   if (type_ == "WordPiece") {
+    // Per token, as HF's WordPiece decode_chain: "##x" → "x", else " x" (not for the first);
+    // the clean-up then applies to each piece alone.
     for (size_t i = 0; i < tokens.size(); ++i) {
       const std::string& t = *tokens[i];
-      if (t.starts_with(prefix_)) {
-        out.append(t, prefix_.size());
-      } else {
-        if (i) out += ' ';
-        out += t;
-      }
+      std::string piece = t.starts_with(prefix_) ? t.substr(prefix_.size()) : (i ? " " + t : t);
+      out += cleanup_ ? cleanup(std::move(piece)) : piece;
     }
-    return cleanup_ ? cleanup(std::move(out)) : out;
+    return out;
   }
   static const std::vector<int> inv = byte_level_inverse();
   std::string bytes;
