@@ -1,6 +1,8 @@
 // Routes of `embedkit serve` (see service.h for the flow and the error codes).
 #include "server/service.h"
 
+#include "server/requests.h"
+
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -9,7 +11,6 @@
 #include <cmath>
 #include <ctime>
 #include <optional>
-#include <simdjson.h>
 
 #include "pipeline/engine.h"
 #include "scheduler/batcher.h"
@@ -23,17 +24,10 @@ namespace embedkit::server {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using simdjson::dom::element;
-using simdjson::dom::element_type;
 
 double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// An error answer, raised anywhere while a request is handled.
-struct ApiError {
-  int status;
-  std::string message;
-  Metrics::Err type;
-};
+using ApiError = RequestError;
 
 const char* type_label(Metrics::Err e) {
   static const char* names[] = {"Validation", "Tokenizer", "Overloaded", "Backend", "Unhealthy", "Empty"};
@@ -41,91 +35,6 @@ const char* type_label(Metrics::Err e) {
 }
 
 ApiError validation(std::string m) { return {422, std::move(m), Metrics::Validation}; }
-
-std::string json_type(const element& e) {
-  switch (e.type()) {
-    case element_type::ARRAY: return "an array";
-    case element_type::OBJECT: return "an object";
-    case element_type::INT64:
-    case element_type::UINT64:
-    case element_type::DOUBLE: return "a number";
-    case element_type::STRING: return "a string";
-    case element_type::BOOL: return "a boolean";
-    case element_type::NULL_VALUE: return "null";
-  }
-  return "unknown";
-}
-
-// Request fields. Absent or null → nullopt; a wrong type → 422 naming the field.
-std::optional<element> field(const element& obj, const char* key) {
-  auto r = json::object_of(obj)[key];
-  if (r.error() || r.value_unsafe().is_null()) return std::nullopt;
-  return r.value_unsafe();
-}
-
-std::optional<bool> opt_bool(const element& obj, const char* key) {
-  auto f = field(obj, key);
-  if (!f) return std::nullopt;
-  if (!f->is_bool()) throw validation(std::string("`") + key + "` must be a boolean, found " + json_type(*f));
-  return f->get_bool().value_unsafe();
-}
-
-std::optional<std::string> opt_string(const element& obj, const char* key) {
-  auto f = field(obj, key);
-  if (!f) return std::nullopt;
-  if (!f->is_string()) throw validation(std::string("`") + key + "` must be a string, found " + json_type(*f));
-  return std::string(f->get_string().value_unsafe());
-}
-
-std::optional<int64_t> opt_int(const element& obj, const char* key) {
-  auto f = field(obj, key);
-  if (!f) return std::nullopt;
-  int64_t v;
-  if (f->get_int64().get(v)) {
-    std::string what = f->is_number() ? "an integer in range" : "an integer";
-    throw validation(std::string("`") + key + "` must be " + what + ", found " + json_type(*f));
-  }
-  return v;
-}
-
-// `inputs`/`input` as a list of strings: a string, or a non-empty array of strings.
-std::vector<std::string> string_inputs(const element& v, const char* name, size_t max_batch, bool& batch) {
-  std::vector<std::string> out;
-  if (v.is_string()) {
-    out.emplace_back(v.get_string().value_unsafe());
-    batch = false;
-  } else if (v.is_array()) {
-    batch = true;
-    for (element e : json::array_of(v)) {
-      if (!e.is_string())
-        throw validation(std::string("`") + name + "` must be a string or a list of strings; item " +
-                         std::to_string(out.size()) + " is " + json_type(e));
-      if (out.size() >= max_batch) break;
-      out.emplace_back(e.get_string().value_unsafe());
-    }
-    const size_t n = json::array_of(v).size();
-    if (n > max_batch)
-      throw validation("batch size " + std::to_string(n) + " > maximum allowed batch size " + std::to_string(max_batch));
-  } else {
-    throw validation(std::string("`") + name + "` must be a string or a list of strings, found " + json_type(v));
-  }
-  if (out.empty()) throw ApiError{422, std::string("`") + name + "` cannot be empty", Metrics::Empty};
-  for (size_t i = 0; i < out.size(); ++i)
-    if (out[i].empty())
-      throw ApiError{422, std::string("`") + name + "` item " + std::to_string(i) + " is an empty string", Metrics::Empty};
-  return out;
-}
-
-std::vector<int64_t> id_list(const element& v, const char* what) {
-  std::vector<int64_t> ids;
-  for (element e : json::array_of(v)) {
-    int64_t id;
-    if (e.get_int64().get(id))
-      throw validation(std::string(what) + ": token ids must be integers, found " + json_type(e));
-    ids.push_back(id);
-  }
-  return ids;
-}
 
 void append_ms_header(HttpResponse& r, const char* name, double seconds) {
   r.headers.emplace_back(name, std::to_string(int64_t(std::llround(seconds * 1000))));
@@ -274,9 +183,8 @@ struct EmbeddingService::Impl {
     std::string model_name;
   };
 
-  size_t dims_from(const element& root) {
+  size_t dims_from(const std::optional<int64_t>& d) {
     EmbeddingEngine& eng = *engine.load();
-    auto d = opt_int(root, "dimensions");
     if (!d) return eng.default_dim();
     if (*d < 1 || size_t(*d) > eng.full_dim())
       throw validation("`dimensions` must be between 1 and " + std::to_string(eng.full_dim()) + ", found " +
@@ -284,8 +192,7 @@ struct EmbeddingService::Impl {
     return size_t(*d);
   }
 
-  Prompt prompt_from(const element& root) {
-    auto name = opt_string(root, "prompt_name");
+  Prompt prompt_from(const std::optional<std::string>& name) {
     if (!name) return engine.load()->default_prompt();
     try {
       return engine.load()->resolve_prompt(std::nullopt, name, "prompt_name");
@@ -295,66 +202,25 @@ struct EmbeddingService::Impl {
   }
 
   void embed(const Ctx& c, EmbedSpec&& spec);
-  void route_embed(const Ctx& c, const element& root);
-  void route_openai(const Ctx& c, const element& root);
-  void route_tokenize(const Ctx& c, const element& root);
-  void route_decode(const Ctx& c, const element& root);
+  void route_embed(const Ctx& c, EmbedRequest&& r);
+  void route_tokenize(const Ctx& c, TokenizeRequest&& r);
+  void route_decode(const Ctx& c, const DecodeRequest& r);
   void route_info(const Ctx& c);
 };
 
-void EmbeddingService::Impl::route_embed(const Ctx& c, const element& root) {
+// TEI's /embed and OpenAI's /v1/embeddings: the model-dependent checks, then embed().
+void EmbeddingService::Impl::route_embed(const Ctx& c, EmbedRequest&& r) {
   EmbedSpec s;
-  auto inputs = field(root, "inputs");
-  if (!inputs) throw validation("missing field `inputs` (a string or a list of strings)");
-  bool batch = false;
-  s.texts = string_inputs(*inputs, "inputs", opt.max_client_batch_size, batch);
-  c->method = batch ? 1 : 0;
-  s.normalize = opt_bool(root, "normalize").value_or(true);
-  s.truncate = opt_bool(root, "truncate").value_or(opt.auto_truncate);
-  if (auto dir = opt_string(root, "truncation_direction")) {
-    std::string d = *dir;
-    for (char& ch : d) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-    if (d == "left") s.side = TruncateSide::Left;
-    else if (d != "right") throw validation("`truncation_direction` must be \"Left\" or \"Right\", found \"" + *dir + "\"");
-  }
-  s.prompt = prompt_from(root);
-  s.dims = dims_from(root);
-  embed(c, std::move(s));
-}
-
-void EmbeddingService::Impl::route_openai(const Ctx& c, const element& root) {
-  EmbedSpec s;
-  auto input = field(root, "input");
-  if (!input) throw validation("missing field `input` (a string, a list of strings, or token id lists)");
-  const element& v = *input;
-  bool batch = true;
-  if (v.is_array() && json::array_of(v).size() > 0) {
-    element first = json::array_of(v).at(0).value_unsafe();
-    if (first.is_number()) {  // one pre-tokenized input
-      s.ids.push_back(id_list(v, "`input`"));
-      batch = false;
-    } else if (first.is_array()) {
-      size_t n = json::array_of(v).size();
-      if (n > opt.max_client_batch_size)
-        throw validation("batch size " + std::to_string(n) + " > maximum allowed batch size " +
-                         std::to_string(opt.max_client_batch_size));
-      for (element e : json::array_of(v)) {
-        if (!e.is_array()) throw validation("`input` mixes token id lists with " + json_type(e));
-        s.ids.push_back(id_list(e, "`input`"));
-        if (s.ids.back().empty()) throw ApiError{422, "`input` has an empty token id list", Metrics::Empty};
-      }
-    }
-  }
-  if (s.ids.empty()) s.texts = string_inputs(v, "input", opt.max_client_batch_size, batch);
-  c->method = batch ? 1 : 0;
-  auto fmt = opt_string(root, "encoding_format").value_or("float");
-  if (fmt == "base64") s.base64 = true;
-  else if (fmt != "float") throw validation("`encoding_format` must be \"float\" or \"base64\", found \"" + fmt + "\"");
-  s.model_name = opt_string(root, "model").value_or(opt.model_id);
-  s.normalize = engine.load()->default_normalize();
-  s.truncate = opt.auto_truncate;
-  s.prompt = prompt_from(root);
-  s.dims = dims_from(root);
+  c->method = r.batch ? 1 : 0;
+  s.texts = std::move(r.texts);
+  s.ids = std::move(r.token_ids);
+  s.normalize = r.normalize.value_or(c->openai ? engine.load()->default_normalize() : true);
+  s.truncate = r.truncate.value_or(opt.auto_truncate);
+  s.side = r.truncate_left ? TruncateSide::Left : TruncateSide::Right;
+  s.base64 = r.base64;
+  s.model_name = r.model.value_or(opt.model_id);
+  s.prompt = prompt_from(r.prompt_name);
+  s.dims = dims_from(r.dimensions);
   embed(c, std::move(s));
 }
 
@@ -446,13 +312,10 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
 
 // ---- tokenize / decode / info ---------------------------------------------------------------
 
-void EmbeddingService::Impl::route_tokenize(const Ctx& c, const element& root) {
-  auto inputs = field(root, "inputs");
-  if (!inputs) throw validation("missing field `inputs` (a string or a list of strings)");
-  bool batch = false;
-  auto texts = std::make_shared<std::vector<std::string>>(string_inputs(*inputs, "inputs", opt.max_client_batch_size, batch));
-  const bool add_special = opt_bool(root, "add_special_tokens").value_or(true);
-  const Prompt prompt = prompt_from(root);
+void EmbeddingService::Impl::route_tokenize(const Ctx& c, TokenizeRequest&& r) {
+  auto texts = std::make_shared<std::vector<std::string>>(std::move(r.texts));
+  const bool add_special = r.add_special_tokens;
+  const Prompt prompt = prompt_from(r.prompt_name);
   c->inputs = texts->size();
   on_pool(c, [this, c, texts, add_special, prompt] {
     const Tokenizer& tok = engine.load()->tokenizer();
@@ -484,23 +347,9 @@ void EmbeddingService::Impl::route_tokenize(const Ctx& c, const element& root) {
   });
 }
 
-void EmbeddingService::Impl::route_decode(const Ctx& c, const element& root) {
-  auto ids = field(root, "ids");
-  if (!ids || !ids->is_array()) throw validation("`ids` must be a list of token ids or a list of such lists");
-  const bool skip = opt_bool(root, "skip_special_tokens").value_or(true);
-  std::vector<std::vector<int64_t>> seqs;
-  auto arr = json::array_of(*ids);
-  if (arr.size() > 0 && arr.at(0).value_unsafe().is_array()) {
-    if (arr.size() > opt.max_client_batch_size)
-      throw validation("batch size " + std::to_string(arr.size()) + " > maximum allowed batch size " +
-                       std::to_string(opt.max_client_batch_size));
-    for (element e : arr) {
-      if (!e.is_array()) throw validation("`ids` mixes lists with " + json_type(e));
-      seqs.push_back(id_list(e, "`ids`"));
-    }
-  } else {
-    seqs.push_back(id_list(*ids, "`ids`"));
-  }
+void EmbeddingService::Impl::route_decode(const Ctx& c, const DecodeRequest& r) {
+  const auto& seqs = r.ids;
+  const bool skip = r.skip_special_tokens;
   if (!decoder) throw ApiError{422, "this model's tokenizer has no decoder", Metrics::Validation};
   std::string body = "[";
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -620,16 +469,12 @@ void EmbeddingService::handle(HttpRequest&& req, Responder respond, std::shared_
       c->method = 1;  // refined once the input is parsed
     }
     if (!s.engine.load()) throw ApiError{503, "model is loading", Metrics::Unhealthy};
-    thread_local simdjson::dom::parser parser;
-    element root;
-    if (auto err = parser.parse(c->req.body).get(root))
-      throw ApiError{400, std::string("malformed JSON body: ") + simdjson::error_message(err), Metrics::Validation};
-    if (!root.is_object()) throw validation("the request body must be a JSON object, found " + json_type(root));
+    const size_t max_batch = s.opt.max_client_batch_size;
     switch (route) {
-      case Route::Embed: return s.route_embed(c, root);
-      case Route::OpenAI: return s.route_openai(c, root);
-      case Route::Tokenize: return s.route_tokenize(c, root);
-      case Route::Decode: return s.route_decode(c, root);
+      case Route::Embed: return s.route_embed(c, parse_tei_embed(c->req.body, max_batch));
+      case Route::OpenAI: return s.route_embed(c, parse_openai_embed(c->req.body, max_batch));
+      case Route::Tokenize: return s.route_tokenize(c, parse_tokenize(c->req.body, max_batch));
+      case Route::Decode: return s.route_decode(c, parse_decode(c->req.body, max_batch));
       default: return;
     }
   } catch (const ApiError& e) {
