@@ -74,10 +74,15 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 
 // ------------------------------------------------------------------ attention launch shapes
 // Batches with a sequence longer than kShortSeqMax run one of these shapes (FlashShape<dh,
-// warps, m-tiles per warp, keys per K/V tile, K/V stages, poly-exp share>).
-// kDefaultLongShape is the default; EMBEDKIT_ATTN_SHAPE=i (or testing::set_attention_shape) picks another, for
-// measuring. Head dim 128 has one shape.
-constexpr int kLongShapesCount = 8;
+// warps, m-tiles per warp, keys per K/V tile, K/V stages, poly-exp share, CTAs per SM>). Index 0
+// is the default; EMBEDKIT_ATTN_SHAPE=i (or testing::set_attention_shape) picks another, for
+// measuring. Measured on H100, fp16, 512-token sequences, 64k-token batches (docs/benchmarks.md,
+// attention ms over the long workload, MiniLM-L6 (dh 32) / BERT-base (dh 64)): 0: 24.3 / 93.2;
+// 1: 26.3 / 97.2; 2: 29.7 / 124.8; and before lazy rescaling and unrolled copies, 3 (the previous
+// 64-row shape): 29.4 / 109.0, 4: 31.0 / 125.4. Dropped after that first sweep: 128-key tiles
+// (40.4 / 115.9), 2 K/V stages (same as 3), half the exponentials polynomial (33.9 / 130.5).
+// Head dim 128 has one shape.
+constexpr int kLongShapesCount = 5;
 static int testing_shape_override = -1;
 namespace testing {
 int attention_shape_count() { return kLongShapesCount; }
@@ -89,18 +94,17 @@ void set_attention_shape(int i) {
 namespace {
 template <int DH>
 using ShortShape = FlashShape<DH, 1, 1, 32, 2, 0>;  // 16 query rows: batches of short sequences
+// 128 query rows as 4 warps × 2 m-tiles: each K/V fragment read from shared memory feeds two
+// mma; at dh 32 the register cap (3 CTAs per SM, ≤ 168 registers) keeps 12 warps per SM.
 template <int DH>
-using LongShapes = std::tuple<FlashShape<DH, 8, 1, 64, 3, 0>,   // 0: 128 rows, 3 stages
-                              FlashShape<DH, 4, 1, 64, 2, 0>,   // 1: 64 rows (the previous shape)
-                              FlashShape<DH, 8, 1, 64, 2, 0>,   // 2: 128 rows, 2 stages
-                              FlashShape<DH, 8, 1, 64, 3, 4>,   // 3: as 0, 1/4 of exps polynomial
-                              FlashShape<DH, 8, 1, 128, 2, 0>,  // 4: 128 rows, 128-key tiles
-                              FlashShape<DH, 4, 2, 64, 3, 0, DH == 32 ? 3 : 2>,  // 5: 128 rows as 4 warps × 2 m-tiles
-                              FlashShape<DH, 8, 1, 64, 3, 2>,   // 6: as 0, 1/2 of exps polynomial
-                              FlashShape<DH, 8, 1, 64, 3, 0, DH == 32 ? 3 : 2>>;  // 7: as 0, ≤ 85 regs at dh 32
+using LongShapes = std::tuple<FlashShape<DH, 4, 2, 64, 3, 0, DH == 32 ? 3 : 2>,  // 0: default
+                              FlashShape<DH, 8, 1, 64, 3, 0, DH == 32 ? 3 : 2>,  // 1: 8 warps × 1 m-tile
+                              FlashShape<DH, 8, 1, 64, 3, 0>,                    // 2: as 1, no register cap
+                              FlashShape<DH, 4, 1, 64, 2, 0>,                    // 3: 64 rows, 2 stages
+                              FlashShape<DH, 8, 1, 64, 3, 4>>;                   // 4: as 2, 1/4 of exps polynomial
 using Shape128 = FlashShape<128, 4, 1, 64, 2, 0>;
 constexpr int kLongShapes = kLongShapesCount;
-constexpr int kDefaultLongShape = 5;  // measured fastest at dh 32 and 64 (docs/benchmarks.md)
+constexpr int kDefaultLongShape = 0;
 static_assert(std::tuple_size_v<LongShapes<32>> == kLongShapes);
 
 int selected_long_shape() {
