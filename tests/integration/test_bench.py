@@ -244,3 +244,49 @@ def test_bad_config_names_file_and_field(embedkit_bin, tmp_path):
     y.write_text("scenarios: []\n")
     r = bench(embedkit_bin, "--config", y, "-o", tmp_path)
     assert r.returncode == 1 and "YAML is not supported" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def embedkit_server(embedkit_bin, tmp_path_factory):
+    import socket
+    import time
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # The log goes to a file: a pipe nobody reads would fill and stall the server.
+    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")
+    p = subprocess.Popen([str(embedkit_bin), "serve", "--port", str(port), "--auto-truncate", "--log-level", "warn"],
+                         stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/metrics", timeout=1).read()
+            break
+        except OSError:
+            if p.poll() is not None:
+                log.seek(0)
+                pytest.fail("embedkit serve exited: " + log.read())
+            time.sleep(0.1)
+    else:
+        pytest.fail("embedkit serve did not answer /metrics within 30 s")
+    yield url
+    p.terminate()
+    p.wait(timeout=60)
+    log.close()
+
+
+@pytest.mark.parametrize("api", ["openai", "tei"])
+def test_remote_mode_against_embedkit_serve(embedkit_bin, embedkit_server, tmp_path, api):
+    # The bar: our own server at concurrency 1, 16 and 256, zero errors, and the token
+    # counts the bench reports equal the server's /metrics.
+    r = bench(embedkit_bin, "latency", "--url", embedkit_server, "--api", api, "--concurrency", "1,16,256",
+              "--iterations", 40, "--warmup", 2, "-q", "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "embedbench.json").read_text())
+    for l in report["scenarios"][0]["remote_levels"]:
+        assert l["errors"] == 0, l["error_samples"]
+        sm = l["server_metrics"]
+        assert sm["available"] and sm["te_request_count"] == l["requests"]
+        assert sm["tokens_metric"] == "te_request_input_length_sum"
+        assert sm["tokens"] == l["client_tokens_local"] > 0 and sm["tokens_match_client"]
