@@ -335,7 +335,7 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
     }
   if (!std::isfinite(xmin)) return "";
   if (xmax == xmin) xmax = xmin + 1;
-  std::vector<double> yt = nice_ticks(0, ymax * 1.08);
+  std::vector<double> yt = nice_ticks(0, ymax * 1.2);  // headroom for the legend
   f.x0 = xmin, f.x1 = xmax, f.y0 = 0, f.y1 = yt.empty() ? ymax : std::max(yt.back(), ymax);
   std::vector<double> xt;
   if (logx) {
@@ -356,8 +356,9 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
         s += "<circle cx='" + fmt(f.px(se.x[i])) + "' cy='" + fmt(f.py(se.y[i])) + "' r='3.5' fill='" + c + "'/>\n";
     if (series.size() > 1 || !se.name.empty()) {
       const double ly = f.T + 4 + 16 * double(k);
-      s += "<rect x='" + fmt(f.W - f.R - 170) + "' y='" + fmt(ly) + "' width='12' height='12' fill='" + c + "'/>\n";
-      s += "<text x='" + fmt(f.W - f.R - 153) + "' y='" + fmt(ly + 10) + "'>" + html_escape(se.name) + "</text>\n";
+      // Legend top-left inside the plot: the curves here (throughput, memory) start low.
+      s += "<rect x='" + fmt(f.L + 10) + "' y='" + fmt(ly) + "' width='12' height='12' fill='" + c + "'/>\n";
+      s += "<text x='" + fmt(f.L + 27) + "' y='" + fmt(ly + 10) + "'>" + html_escape(se.name) + "</text>\n";
     }
   }
   return s + "</svg>\n";
