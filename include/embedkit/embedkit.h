@@ -71,7 +71,9 @@ struct EmbedTimings {
   // tokenization (always on the critical path), sort + pack time, the CPU forward and CPU pooling
   // (with Dense modules; on the GPU: Dense only) separately (host clock), and how many GPU batches
   // ran as one CUDA-graph replay (timed whole).
-  double tokenize_first_s = 0, pack_s = 0, cpu_forward_s = 0, cpu_pool_s = 0;
+  // device_launch_s: host time of GPU calls their CUDA events do not cover (staging, submit,
+  // synchronize).
+  double tokenize_first_s = 0, pack_s = 0, cpu_forward_s = 0, cpu_pool_s = 0, device_launch_s = 0;
   size_t device_graph_batches = 0;
 };
 

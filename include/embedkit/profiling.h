@@ -13,7 +13,9 @@
 //   inference  the encoder's forward   (GPU: CUDA events; CPU: host clock around the forward)
 //   pool       pooling, Dense, normalize, truncation, rows back in input order
 //   d2h        device→host copy        (GPU: CUDA events; 0 on the CPU)
-//   other      total minus the phases above (allocation, launch and synchronisation overhead)
+//   launch     host time of the GPU calls that their events do not cover: staging the inputs,
+//              submitting the work, waiting for it (host clock minus events; 0 on the CPU)
+//   other      total minus the phases above (allocation, bookkeeping)
 //   total      host wall time of the call
 // On the GPU a batch replayed from a CUDA graph is timed by one event pair around the whole
 // replay; its h2d/pool/d2h fall into `inference` (Profile::graph_batches counts them; set
@@ -38,12 +40,12 @@ struct Distribution {
 Distribution summarize(std::vector<double> samples);
 double percentile(const std::vector<double>& sorted, double q);  // q in [0, 100]
 
-inline constexpr const char* kProfilePhases[] = {"tokenize", "queue", "h2d", "inference", "pool", "d2h", "other",
-                                                 "total"};
+inline constexpr const char* kProfilePhases[] = {"tokenize", "queue", "h2d",    "inference", "pool",
+                                                 "d2h",      "launch", "other", "total"};
 
 // Phase times of one embed() call in milliseconds (see the phase list above).
 struct CallPhases {
-  double tokenize = 0, queue = 0, h2d = 0, inference = 0, pool = 0, d2h = 0, other = 0, total = 0;
+  double tokenize = 0, queue = 0, h2d = 0, inference = 0, pool = 0, d2h = 0, launch = 0, other = 0, total = 0;
   size_t texts = 0, tokens = 0, batches = 0, graph_batches = 0;
   bool device_timed = false;  // h2d/inference/pool/d2h came from CUDA events
 };

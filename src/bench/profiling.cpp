@@ -54,12 +54,13 @@ CallPhases phases_of(const EmbedTimings& t, size_t texts) {
     p.h2d = t.device_h2d_ms;
     p.inference = t.device_forward_ms;
     p.d2h = t.device_d2h_ms;
-    p.pool = t.device_pool_ms + t.postprocess_s * 1e3;
+    p.pool = t.device_pool_ms + (t.cpu_pool_s + t.postprocess_s) * 1e3;  // cpu_pool_s: Dense on the host
+    p.launch = t.device_launch_s * 1e3;
   } else {
     p.inference = t.cpu_forward_s * 1e3;
     p.pool = (t.cpu_pool_s + t.postprocess_s) * 1e3;
   }
-  p.other = p.total - (p.tokenize + p.queue + p.h2d + p.inference + p.pool + p.d2h);
+  p.other = p.total - (p.tokenize + p.queue + p.h2d + p.inference + p.pool + p.d2h + p.launch);
   return p;
 }
 
@@ -72,6 +73,7 @@ double CallPhases::*member_of(const std::string& name) {
   if (name == "inference") return &CallPhases::inference;
   if (name == "pool") return &CallPhases::pool;
   if (name == "d2h") return &CallPhases::d2h;
+  if (name == "launch") return &CallPhases::launch;
   if (name == "other") return &CallPhases::other;
   if (name == "total") return &CallPhases::total;
   std::string known;

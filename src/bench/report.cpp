@@ -93,7 +93,8 @@ std::vector<Table> build_tables(const Value& rep) {
                                   "p99 ms", "RSS peak MB", "GPU peak MB", "energy J / 1k emb.", "phases sum / total"}};
   Table phases{"Where the time goes (mean ms per call)",
                "tokenize and queue (sort + pack) on the host; h2d / inference / pool / d2h from CUDA events on the "
-               "GPU, host clock on the CPU; other = wall - named phases.",
+               "GPU, host clock on the CPU; launch = host time of GPU calls outside their events; other = wall - "
+               "named phases.",
                {"scenario"}};
   for (const char* p : kProfilePhases) phases.header.push_back(p);
   phases.header.push_back("wall");
@@ -403,7 +404,7 @@ std::string phase_bars(const std::vector<std::pair<std::string, const Value*>>& 
   f.H = 60 + 34 * double(runs.size()) + 40;
   f.L = 170;
   f.B = 60;
-  const char* names[] = {"tokenize", "queue", "h2d", "inference", "pool", "d2h", "other"};
+  const char* names[] = {"tokenize", "queue", "h2d", "inference", "pool", "d2h", "launch", "other"};
   std::string s = svg_open(f, "Share of each call's wall time by phase (mean)");
   const double width = f.W - f.L - f.R;
   for (size_t r = 0; r < runs.size(); ++r) {
@@ -413,7 +414,7 @@ std::string phase_bars(const std::vector<std::pair<std::string, const Value*>>& 
     const double y = f.T + 8 + 34 * double(r);
     s += "<text x='" + fmt(f.L - 6) + "' y='" + fmt(y + 16) + "' text-anchor='end'>" + html_escape(runs[r].first) +
          "</text>\n";
-    for (int k = 0; k < 7; ++k) {
+    for (int k = 0; k < 8; ++k) {
       const double share = std::max(0.0, ph.at(names[k]).num("mean")) / wall;
       const double w = std::min(share, 1.0) * width;
       s += "<rect x='" + fmt(x) + "' y='" + fmt(y) + "' width='" + fmt(w) + "' height='24' fill='" + kColors[k] + "'/>\n";
@@ -423,8 +424,8 @@ std::string phase_bars(const std::vector<std::pair<std::string, const Value*>>& 
     }
   }
   const double ly = f.H - 26;
-  for (int k = 0; k < 7; ++k) {
-    const double lx = f.L - 100 + 82 * k;
+  for (int k = 0; k < 8; ++k) {
+    const double lx = f.L - 150 + 76 * k;
     s += "<rect x='" + fmt(lx) + "' y='" + fmt(ly) + "' width='12' height='12' fill='" + kColors[k] + "'/>\n<text x='" +
          fmt(lx + 16) + "' y='" + fmt(ly + 10) + "'>" + names[k] + "</text>\n";
   }

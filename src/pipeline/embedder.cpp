@@ -137,6 +137,9 @@ class OfflineEmbedder final : public Embedder {
         timings_.cpu_forward_s += rt.cpu_forward_ms * 1e-3;
         timings_.cpu_pool_s += rt.cpu_pool_ms * 1e-3;
         timings_.device_graph_batches += rt.graph_replay ? 1 : 0;
+        if (engine_.on_gpu())
+          timings_.device_launch_s += secs(te, tp) - 1e-3 * (rt.pack_ms + rt.cpu_pool_ms + rt.h2d_ms + rt.forward_ms +
+                                                             rt.pool_ms + rt.d2h_ms);
         for (size_t s = 0; s < seqs.size(); ++s)
           engine_.finish(rows.data() + s * full_dim, normalize, out_dim, out.data.data() + order[start + s] * out_dim);
         timings_.postprocess_s += secs(tp, Clock::now());

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = ["tokenize", "queue", "h2d", "inference", "pool", "d2h", "other", "total"]
-NAMED = ["tokenize", "queue", "h2d", "inference", "pool", "d2h"]
+PHASES = ["tokenize", "queue", "h2d", "inference", "pool", "d2h", "launch", "other", "total"]
+NAMED = ["tokenize", "queue", "h2d", "inference", "pool", "d2h", "launch"]
 DIST_FIELDS = ["count", "mean", "stddev", "p50", "p95", "p99", "min", "max"]
 
 # Every scenario kind, small.

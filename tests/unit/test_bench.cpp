@@ -60,13 +60,15 @@ TEST(BenchStats, GpuPhasesComeFromDeviceEvents) {
   t.device_pool_ms = 0.05;
   t.device_d2h_ms = 0.05;
   t.postprocess_s = 0.0001;
+  t.device_launch_s = 0.0002;  // staging + submit + synchronize
   CallPhases p = phases_of(t, 8);
   EXPECT_TRUE(p.device_timed);
   EXPECT_NEAR(p.tokenize, 0.3, 1e-12);
   EXPECT_DOUBLE_EQ(p.h2d, 0.1);
   EXPECT_DOUBLE_EQ(p.inference, 3.0);
   EXPECT_NEAR(p.pool, 0.15, 1e-12);
-  EXPECT_NEAR(p.other, 4.0 - 0.3 - 0.1 - 3.0 - 0.15 - 0.05, 1e-12);
+  EXPECT_NEAR(p.launch, 0.2, 1e-12);
+  EXPECT_NEAR(p.other, 4.0 - 0.3 - 0.1 - 3.0 - 0.15 - 0.05 - 0.2, 1e-12);
 }
 
 TEST(BenchProfiling, StartStopReset) {
