@@ -337,6 +337,7 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
   if (!std::isfinite(xmin)) return "";
   if (xmax == xmin) xmax = xmin + 1;
   std::vector<double> yt = nice_ticks(0, ymax * 1.2);  // headroom for the legend
+  if (yt.size() > 1 && yt.back() < ymax * 1.2) yt.push_back(yt.back() + step_of(yt));
   f.x0 = xmin, f.x1 = xmax, f.y0 = 0, f.y1 = yt.empty() ? ymax : std::max(yt.back(), ymax);
   std::vector<double> xt;
   if (logx) {
