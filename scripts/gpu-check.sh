@@ -88,7 +88,7 @@ for s in $stages; do
         --http-threads ${SERVE_HTTP_THREADS:-4} > "$OUT/serve.log" 2>&1 &
       spid=$!
       for _ in $(seq 200); do curl -sf localhost:18080/health >/dev/null && break; sleep 0.1; done
-      for route in openai tei; do
+      for route in ${SERVE_ROUTES:-openai tei}; do
         python3 bench/server_load.py --url http://127.0.0.1:18080 --texts /tmp/serve_texts.txt --check /tmp/serve_offline.npy \
           --concurrency ${SERVE_CONC:-64,256,1024} --batch 1,32 --duration ${SERVE_SECS:-10} --route $route \
           --processes ${SERVE_PROCS:-8} --json "$OUT/serve_$route.json" 2>&1 | tee "$OUT/serve_load_$route.log"
