@@ -198,7 +198,7 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().cancel(ignore);  // ends watch_client's wait
     auto msg = std::make_shared<http::response<http::string_body>>();
     msg->version(11);
-    msg->result(http::int_to_status(unsigned(res.status)));
+    msg->result(unsigned(res.status));
     msg->set(http::field::server, "embedkit");
     msg->set(http::field::content_type, res.content_type);
     for (auto& [k, v] : res.headers) msg->set(k, v);
