@@ -17,6 +17,7 @@
 #include "loader/model_files.h"
 #include "loader/safetensors.h"
 #include "models/bert.h"
+#include "models/model.h"
 #include "ops/cpu_ops.h"
 #include "pipeline/pooling.h"
 #include "tokenizer/tokenizer.h"
@@ -46,26 +47,6 @@ struct DenseLayer {
   cpu::Activation act;
 };
 
-// sentence-transformers Transformer.tokenize: str(text).strip() (Python whitespace).
-std::string_view py_strip(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e) {
-    size_t i = b;
-    int32_t cp = utf8::decode(s, i);
-    if (cp < 0 || !unicode::is_python_space(cp)) break;
-    b = i;
-  }
-  while (e > b) {
-    size_t k = e - 1;
-    while (k > b && (static_cast<unsigned char>(s[k]) & 0xC0) == 0x80) --k;
-    size_t i = k;
-    int32_t cp = utf8::decode(s, i);
-    if (cp < 0 || i != e || !unicode::is_python_space(cp)) break;
-    e = k;
-  }
-  return s.substr(b, e - b);
-}
-
 class CpuEmbedder final : public Embedder {
  public:
   explicit CpuEmbedder(const EmbedderOptions& opt) : opt_(opt) {
@@ -74,7 +55,7 @@ class CpuEmbedder final : public Embedder {
     if (opt.dtype != "auto" && opt.dtype != "fp16" && opt.dtype != "bf16" && opt.dtype != "fp32")
       throw Error("--dtype \"" + opt.dtype + "\": expected auto, fp16, bf16 or fp32");
     std::string why;
-    const bool gpu = opt.device == "cuda" || (opt.device == "auto" && opt.dtype != "fp32" && cuda::available(&why));
+    bool gpu = opt.device == "cuda" || (opt.device == "auto" && opt.dtype != "fp32" && cuda::available(&why));
     if (opt.device == "cuda" && !cuda::available(&why)) throw Error("--device cuda: " + why);
     if (gpu && opt.dtype == "fp32")
       throw Error("--dtype fp32 is not available on the GPU yet; use fp16 or bf16 there, or --device cpu");
@@ -96,14 +77,22 @@ class CpuEmbedder final : public Embedder {
       throw Error(tok.string() + ": tokenizer has ids up to " + std::to_string(tokenizer_->vocab_size() - 1) +
                   " but config.json vocab_size is " + std::to_string(files_.config.vocab_size));
     weights_ = std::make_unique<WeightStore>(WeightStore::open_dir(files_.transformer_dir));
-    model_ = std::make_unique<BertModel>(files_.config, *weights_);
+    if (gpu && files_.config.is_decoder()) {  // the CUDA backend runs BERT-family encoders only, so far
+      if (opt.device == "cuda")
+        throw Error("--device cuda: " + files_.config.model_type + " models run on the CPU only in this version; use --device cpu");
+      if (opt.dtype == "fp16" || opt.dtype == "bf16")
+        throw Error("--dtype " + opt.dtype + ": " + files_.config.model_type + " models run on the CPU (fp32) only in this version");
+      gpu = false;
+    }
+    model_ = load_text_model(files_.config, *weights_);
     device_ = "cpu fp32";
     // Default budgets measured: CPU throughput is flat from 4k to 16k tokens (docs/benchmarks.md);
     // on the H100 64k tokens per pass is fastest (bench/gpu_vs_pytorch.py budget sweep).
     if (opt_.batch_tokens == 0) opt_.batch_tokens = gpu ? 65536 : 8192;
     if (gpu) {
       auto p = opt.dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
-      gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, model_->weights(), p, opt_.batch_tokens);
+      gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, dynamic_cast<BertModel&>(*model_).weights(), p,
+                                                 opt_.batch_tokens);
       device_ = gpu_->device_name() + (p == cuda::Precision::BF16 ? " bf16" : " fp16");
     }
 
@@ -156,7 +145,10 @@ class CpuEmbedder final : public Embedder {
   }
 
   Encoding encode_text(const std::string& text) const {
-    std::string_view s = py_strip(text);
+    // Texts go to the tokenizer unchanged, as in sentence-transformers 6 (tools/requirements-reference.txt);
+    // sentence-transformers <= 5 stripped them, which only BPE tokenizers can tell apart (leading spaces
+    // are tokens there; BERT normalizers drop them).
+    std::string_view s = text;
     if (files_.do_lower_case) {
       std::string low;
       size_t i = 0;
@@ -175,7 +167,7 @@ class CpuEmbedder final : public Embedder {
 
   TokenizedText tokenize(const std::string& text, bool truncate) const override {
     std::string full = prompt_ + text;
-    Encoding e = truncate ? encode_text(full) : tokenizer_->encode(py_strip(full), true, 0);
+    Encoding e = truncate ? encode_text(full) : tokenizer_->encode(full, true, 0);
     TokenizedText t;
     t.ids = e.ids;
     t.offsets = e.offsets;
@@ -360,7 +352,7 @@ class CpuEmbedder final : public Embedder {
   ModelFiles files_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<WeightStore> weights_;
-  std::unique_ptr<BertModel> model_;
+  std::unique_ptr<TextModel> model_;
   std::unique_ptr<cuda::BertEncoder> gpu_;
   std::string device_;
   std::vector<DenseLayer> dense_;
