@@ -17,7 +17,8 @@ model loaded once; batches sorted by length, right-padded, every size in --torch
 tried, the best counts. EmbedKit uses its default token budget (one pass for these sets) and, for
 `query`, --batch-tokens 1 (every text its own pass). Each config runs --reps times in rounds (the
 engines alternating) and the median counts; min..max is reported. The CPU time other processes
-took during each timed run is read from /proc/stat and reported (shared machine).
+took during each timed run is read from /proc/stat and reported (shared machine); before each
+timed run the script waits (up to --quiet-wait s) for a quiet 3-s window.
 
 Parity: texts of about 16, 128, 512 and 2,048 tokens (--parity-lengths), EmbedKit vs PyTorch fp32
 cosine per text (bar 0.9999).
@@ -56,7 +57,22 @@ def parse_args():
     ap.add_argument("--parity-lengths", default="16,128,512,2048")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench/out"))
+    ap.add_argument("--quiet-wait", type=float, default=300,
+                    help="before each timed run, wait up to this many seconds for a 3-s window in which other "
+                         "processes use less than --max-others cores")
+    ap.add_argument("--max-others", type=float, default=0.2)
     return ap.parse_args()
+
+
+def wait_for_quiet(max_others, limit_s):
+    """Waits for a 3-s window in which the machine's busy CPU is below max_others cores (we are idle)."""
+    t_end = time.time() + limit_s
+    while True:
+        b0, t0 = cpu_busy_seconds(), time.perf_counter()
+        time.sleep(3)
+        load = (cpu_busy_seconds() - b0) / (time.perf_counter() - t0)
+        if load < max_others or time.time() > t_end:
+            return load
 
 
 def cpu_busy_seconds():
@@ -164,6 +180,7 @@ def main():
         return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
     def record(key, fn):
+        wait_for_quiet(args.max_others, args.quiet_wait)
         b0, o0, t0 = cpu_busy_seconds(), own_cpu_seconds(), time.perf_counter()
         secs, emb = fn()
         wall = time.perf_counter() - t0
