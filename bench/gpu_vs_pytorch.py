@@ -128,7 +128,7 @@ def main():
             best[form] = (r[b], f"bs {b}")
         print(f"[{args.name} {wl}] embedkit", flush=True)
         res = subprocess.run([args.embedkit_bench, "--model", args.model, "--ids", ids_path,
-                              "--budgets", "8192,16384,32768,65536", "--reps", str(args.reps)],
+                              "--budgets", "8192,16384,32768,65536,131072", "--reps", str(args.reps)],
                              capture_output=True, text=True)
         if res.returncode != 0:
             print(res.stderr, file=sys.stderr)

@@ -21,6 +21,6 @@ tar -C .device -cJf .device/lib.tar.xz lib && rm -rf .device/lib
 model="${EMBEDKIT_HOME:-$HOME/.cache/embedkit}/models/sentence-transformers/all-MiniLM-L6-v2"
 cp "$model"/{tokenizer.json,tokenizer_config.json,special_tokens_map.json,vocab.txt} .device/tokenizer/
 # A real corpus for the whole-process run (built by tools/build_corpus.py).
-[ -f build/corpus/lines.txt ] || python3 tools/build_corpus.py --out build/corpus
-cp build/corpus/lines.txt .device/lines.txt
+[ -f build-device/corpus/lines.txt ] || python3 tools/build_corpus.py --out build-device/corpus >/dev/null
+cp build-device/corpus/lines.txt .device/lines.txt
 du -sh .device

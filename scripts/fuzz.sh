@@ -6,6 +6,7 @@
 #
 # Targets (tests/fuzz/): fuzz_safetensors   (bytes → parse_safetensors, every tensor's bytes read)
 #                        fuzz_tokenizer_json (tokenizer.json text → Tokenizer::from_json → encode…)
+#                        fuzz_http_request  (bytes → HTTP parser + route JSON parsers of the server)
 # Seeds come from tests/fuzz/corpus/<name>/ and are copied into $EMBEDKIT_FUZZ_BUILD/fuzz/<name>/
 # (default build-fuzz/); new corpus entries and crash artifacts go there, never into the repo.
 # Environment: EMBEDKIT_FUZZ_BUILD (build dir), EMBEDKIT_FUZZ_FRESH=1 (drop the grown corpus first),
@@ -27,11 +28,11 @@ done
 echo "[fuzz] building fuzz targets in $build"
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBEDKIT_FUZZ=ON \
   -DEMBEDKIT_TESTS=OFF -DEMBEDKIT_NATIVE=OFF -DEMBEDKIT_CUDA=off >/dev/null
-ninja -C "$build" fuzz_safetensors fuzz_tokenizer_json >/dev/null
+ninja -C "$build" fuzz_safetensors fuzz_tokenizer_json fuzz_http_request >/dev/null
 
 # name:max_len (bytes). Real headers are a few KiB; tokenizer.json seeds are a few KiB too, and
 # 64 KiB leaves room for growth while keeping each run fast.
-targets=("safetensors:16384" "tokenizer_json:65536")
+targets=("safetensors:16384" "tokenizer_json:65536" "http_request:65536")
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 

@@ -47,6 +47,27 @@ for s in $stages; do
         summary+=("profile $name $wl: $r")
       done
       ;;
+    sweep-minilm|sweep-bge)
+      # Attention launch shapes (EMBEDKIT_ATTN_SHAPE, see src/cuda/bert_cuda.cu) and the residual
+      # epilogue (EMBEDKIT_FUSE_RESIDUAL) side by side: per-op profile of 64k-token batches.
+      name=${s#sweep-}
+      [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }
+      for wl in ${SWEEP_WL:-long medium}; do
+        python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['$wl']; g.write_ids('/tmp/ids_p_$wl.bin', g.make_ids(n, lo, hi, {'short': 1, 'medium': 2, 'long': 3}['$wl']))"
+        # cfg = attention shape, residual epilogue (1/0), cuBLASLt heuristic answer index
+        for cfg in ${SWEEP:-0,1,0 1,1,0 2,1,0 3,1,0 4,1,0 5,1,0 6,1,0 7,1,0 5,0,0 5,1,1 5,1,2}; do
+          IFS=, read -r shape fuse algo <<< "$cfg"
+          for prof in ${SWEEP_PROF:-1 0}; do
+            r=$(EMBEDKIT_ATTN_SHAPE=$shape EMBEDKIT_FUSE_RESIDUAL=$fuse EMBEDKIT_LT_ALGO=$algo EMBEDKIT_PROFILE_OPS=$prof $D/bin/embedkit_gpu_bench \
+                --model $M/$name --ids /tmp/ids_p_$wl.bin --budgets 65536 --reps ${SWEEP_REPS:-3})
+            echo "$r" >> "$OUT/sweep_$name.jsonl"
+            line=$(echo "$r" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); m=r['ms']; print(f\"{r['tokens_per_s']/1e6:6.2f}M tok/s  fwd {m['forward']:7.1f}  gemm {m['gemm']:6.1f}  attn {m['attention']:6.1f}  ln {m['layernorm']:5.1f}\")")
+            summary+=("sweep $name $wl shape $shape fuse $fuse algo $algo profile $prof: $line")
+            echo "sweep $name $wl shape $shape fuse $fuse algo $algo profile $prof: $line"
+          done
+        done
+      done
+      ;;
     e2e-cli)
       # Whole process on a real corpus (>= 100k lines), tokenization included, with the time breakdown.
       for fmt in npy jsonl; do

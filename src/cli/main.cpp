@@ -10,10 +10,12 @@
 #include <iostream>
 #include <simdjson.h>
 
+#include "cli/serve_command.h"
 #include "cuda/bert_cuda.h"
 #include "embedkit/embedkit.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/json_writer.h"
 #include "util/utf8.h"
 
 using namespace embedkit;
@@ -73,34 +75,6 @@ std::vector<std::string> read_inputs(const InputOptions& in) {
       throw Error("argument " + std::to_string(i + 1) + ": invalid UTF-8 at byte offset " + std::to_string(bad));
   }
   return out;
-}
-
-void append_float(std::string& s, float v) {
-  char buf[32];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round-trip form
-  s.append(buf, r.ptr);
-}
-
-void append_json_string(std::string& s, const std::string& v) {
-  s += '"';
-  for (unsigned char c : v) {
-    switch (c) {
-      case '"': s += "\\\""; break;
-      case '\\': s += "\\\\"; break;
-      case '\n': s += "\\n"; break;
-      case '\r': s += "\\r"; break;
-      case '\t': s += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          s += buf;
-        } else {
-          s += char(c);
-        }
-    }
-  }
-  s += '"';
 }
 
 // Progress on stderr when it is a terminal and the work is long.
@@ -180,6 +154,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `serve` shares the cores between HTTP, tokenization and model threads: OpenMP workers that
+  // spin between parallel regions (libgomp's default) starve the others — a 148-token request
+  // took 0.4–2.5 s instead of 0.08 s on 2 busy cores. libgomp reads OMP_WAIT_POLICY once at
+  // load, so set it and re-execute when the user has not chosen.
+  if (argc > 1 && std::strcmp(argv[1], "serve") == 0 && !std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);  // on failure, carry on with the default policy
+  }
   CLI::App app{"EmbedKit: text embeddings with sentence-transformers' results, fast on CPU and GPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "embedkit 0.1.0");
@@ -238,6 +220,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   sim->add_option("-o,--output", sim_output, "Output file (default stdout)");
 
+  // serve
+  std::function<int()> run_serve;
+  add_serve_command(app, run_serve);
+
   // info
   auto* info = app.add_subcommand("info", "Describe a model: architecture, dimensions, pooling, prompts");
   add_model_options(info);
@@ -249,6 +235,7 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (run_serve) return run_serve();
     if (*embed) {
       if (!prompt.empty()) opt.prompt = prompt;
       if (!prompt_name.empty()) opt.prompt_name = prompt_name;
@@ -281,7 +268,7 @@ int main(int argc, char** argv) {
             const float* r = e.row(i);
             for (size_t k = 0; k < e.dim; ++k) {
               if (k) line += ", ";
-              append_float(line, r[k]);
+              json::append_float(line, r[k]);
             }
             line += "]}\n";
           }
@@ -340,7 +327,7 @@ int main(int argc, char** argv) {
         line += "], \"tokens\": [";
         for (size_t k = 0; k < t.tokens.size(); ++k) {
           if (k) line += ", ";
-          append_json_string(line, t.tokens[k]);
+          json::append_string(line, t.tokens[k]);
         }
         line += "], \"offsets\": [";
         for (size_t k = 0; k < t.offsets.size(); ++k)
@@ -385,7 +372,7 @@ int main(int argc, char** argv) {
           line = "{\"index\": " + std::to_string(i) + ", \"scores\": [";
           for (size_t j = 0; j < m; ++j) {
             if (j) line += ", ";
-            append_float(line, scores[i * m + j]);
+            json::append_float(line, scores[i * m + j]);
           }
           line += "]}\n";
           std::fwrite(line.data(), 1, line.size(), f);

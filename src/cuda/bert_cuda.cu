@@ -2,13 +2,13 @@
 //
 // Per layer (T tokens, d hidden, I intermediate, H heads, dh = d/H):
 //   qkv[T,3d]   = hidden · W_qkvᵀ + b          cuBLASLt, bias epilogue
-//   ctx[T,d]    = varlen attention(qkv)         one kernel, tensor cores (WMMA), online softmax,
+//   ctx[T,d]    = varlen attention(qkv)         one kernel, tensor cores (mma.sync), online softmax,
 //                                               no [S,H,L,L] tensor in device memory
-//   tmp[T,d]    = ctx · W_oᵀ + b                cuBLASLt, bias epilogue
-//   hidden      = LN(tmp + hidden)              fused residual add + LayerNorm
-//   inter[T,I]  = gelu(hidden · W_iᵀ + b)       cuBLASLt, bias epilogue + exact-erf GELU kernel
-//   tmp[T,d]    = inter · W_o2ᵀ + b             cuBLASLt, bias epilogue
-//   hidden      = LN(tmp + hidden)
+//   hidden      = ctx · W_oᵀ + b + hidden       cuBLASLt, bias + residual (beta = 1) epilogue, in place
+//   hidden      = LN(hidden)                    one read, one write
+//   inter[T,I]  = gelu(hidden · W_iᵀ + b)       cuBLASLt, bias + GELU epilogue (or an exact-erf pass)
+//   hidden      = inter · W_o2ᵀ + b + hidden    cuBLASLt, bias + residual epilogue, in place
+//   hidden      = LN(hidden)
 // then segmented pooling (+ L2 normalize) → [S, pooled] fp32 → one copy to the host.
 // Activations are stored in fp16/bf16; every reduction (GEMM, softmax, LayerNorm, pooling)
 // accumulates in fp32, as PyTorch does for these dtypes.
@@ -26,6 +26,7 @@
 #include <set>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/bert_cuda.h"
 #include "cuda/kernels.cuh"
@@ -71,6 +72,108 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 
 }  // namespace
 
+// ------------------------------------------------------------------ attention launch shapes
+// Batches with a sequence longer than kShortSeqMax run one of these shapes (FlashShape<dh,
+// warps, m-tiles per warp, keys per K/V tile, K/V stages, poly-exp share, CTAs per SM>). Index 0
+// is the default; EMBEDKIT_ATTN_SHAPE=i (or testing::set_attention_shape) picks another, for
+// measuring. Measured on H100, fp16, 512-token sequences, 64k-token batches (docs/benchmarks.md,
+// attention ms over the long workload, MiniLM-L6 (dh 32) / BERT-base (dh 64)): 0: 24.3 / 93.2;
+// 1: 26.3 / 97.2; 2: 29.7 / 124.8; and before lazy rescaling and unrolled copies, 3 (the previous
+// 64-row shape): 29.4 / 109.0, 4: 31.0 / 125.4. Dropped after that first sweep: 128-key tiles
+// (40.4 / 115.9), 2 K/V stages (same as 3), half the exponentials polynomial (33.9 / 130.5).
+// Head dim 128 has one shape.
+constexpr int kLongShapesCount = 5;
+static int testing_shape_override = -1;
+namespace testing {
+int attention_shape_count() { return kLongShapesCount; }
+void set_attention_shape(int i) {
+  EK_CHECK(i >= -1 && i < kLongShapesCount);
+  testing_shape_override = i;
+}
+}  // namespace testing
+namespace {
+template <int DH>
+using ShortShape = FlashShape<DH, 1, 1, 32, 2, 0>;  // 16 query rows: batches of short sequences
+// 128 query rows as 4 warps × 2 m-tiles: each K/V fragment read from shared memory feeds two
+// mma; at dh 32 the register cap (3 CTAs per SM, ≤ 168 registers) keeps 12 warps per SM.
+template <int DH>
+using LongShapes = std::tuple<FlashShape<DH, 4, 2, 64, 3, 0, DH == 32 ? 3 : 2>,  // 0: default
+                              FlashShape<DH, 8, 1, 64, 3, 0, DH == 32 ? 3 : 2>,  // 1: 8 warps × 1 m-tile
+                              FlashShape<DH, 8, 1, 64, 3, 0>,                    // 2: as 1, no register cap
+                              FlashShape<DH, 4, 1, 64, 2, 0>,                    // 3: 64 rows, 2 stages
+                              FlashShape<DH, 8, 1, 64, 3, 4>>;                   // 4: as 2, 1/4 of exps polynomial
+using Shape128 = FlashShape<128, 4, 1, 64, 2, 0>;
+constexpr int kLongShapes = kLongShapesCount;
+constexpr int kDefaultLongShape = 0;
+static_assert(std::tuple_size_v<LongShapes<32>> == kLongShapes);
+
+int selected_long_shape() {
+  static const int chosen = [] {
+    const char* e = std::getenv("EMBEDKIT_ATTN_SHAPE");
+    const int i = e ? std::atoi(e) : kDefaultLongShape;
+    if (i < 0 || i >= kLongShapes)
+      throw Error("EMBEDKIT_ATTN_SHAPE=" + std::string(e) + ": expected 0.." + std::to_string(kLongShapes - 1));
+    return i;
+  }();
+  return testing_shape_override >= 0 ? testing_shape_override : chosen;
+}
+
+template <int DH, size_t... I>
+int long_rows(int i, std::index_sequence<I...>) {
+  int rows = 0;
+  ((int(I) == i ? (rows = std::tuple_element_t<I, LongShapes<DH>>::rows, 0) : 0), ...);
+  return rows;
+}
+template <typename T, int DH, size_t... I>
+void launch_long(int i, std::index_sequence<I...>, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
+                 float scale_log2, bool causal, T* out, cudaStream_t stream) {
+  ((int(I) == i ? (launch_flash<T, std::tuple_element_t<I, LongShapes<DH>>>(qkv, cu, tiles, n_tiles, H, scale_log2,
+                                                                           causal, out, stream),
+                   0)
+                : 0),
+   ...);
+}
+}  // namespace
+
+int attention_tile_rows(int max_len, int dh) {
+  if (max_len <= kShortSeqMax) return 16;
+  const auto all = std::make_index_sequence<kLongShapes>();
+  switch (dh) {
+    case 32: return long_rows<32>(selected_long_shape(), all);
+    case 64: return long_rows<64>(selected_long_shape(), all);
+    case 128: return Shape128::rows;
+    default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
+  }
+}
+
+template <typename T>
+void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
+                      bool causal, T* out, cudaStream_t stream) {
+  const float scale_log2 = 1.4426950408889634f / std::sqrt(float(dh));
+  const auto all = std::make_index_sequence<kLongShapes>();
+  const bool short_tiles = tile_rows == 16;
+  EK_CHECK(short_tiles || tile_rows == attention_tile_rows(kShortSeqMax + 1, dh));
+  switch (dh) {
+    case 32:
+      if (short_tiles) launch_flash<T, ShortShape<32>>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      else launch_long<T, 32>(selected_long_shape(), all, qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      break;
+    case 64:
+      if (short_tiles) launch_flash<T, ShortShape<64>>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      else launch_long<T, 64>(selected_long_shape(), all, qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      break;
+    case 128:
+      if (short_tiles) launch_flash<T, ShortShape<128>>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      else launch_flash<T, Shape128>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      break;
+    default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
+  }
+}
+template void launch_attention<__half>(int, int, const __half*, const int*, const int2*, int, int, bool, __half*,
+                                       cudaStream_t);
+template void launch_attention<__nv_bfloat16>(int, int, const __nv_bfloat16*, const int*, const int2*, int, int, bool,
+                                              __nv_bfloat16*, cudaStream_t);
+
 // ------------------------------------------------------------------ the encoder
 
 struct BertEncoder::Impl {
@@ -86,6 +189,7 @@ struct BertEncoder::Impl {
   // Optional per-op profile: events between consecutive ops, attributed to the op kind.
   bool profile_ops = false;
   bool exact_gelu = false;  // erf-GELU as its own pass after the GEMM
+  bool fuse_residual = true;  // residual add in the GEMM epilogue (EMBEDKIT_FUSE_RESIDUAL=0: separate)
   cublasLtEpilogue_t inter_epilogue = CUBLASLT_EPILOGUE_GELU_BIAS;
   std::vector<cudaEvent_t> op_events;
   std::vector<float PhaseTimes::*> op_kinds;
@@ -194,9 +298,9 @@ struct BertEncoder::Impl {
   }
 
   void linear(const void* x, int T, int n_in, const void* W, const void* bias, int n_out, void* y,
-              cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS) {
+              cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS, const void* residual = nullptr) {
     lt_linear(lt, precision == Precision::F16 ? CUDA_R_16F : CUDA_R_16BF, x, T, n_in, W, bias, n_out, y, epi,
-              lt_workspace, lt_workspace_bytes, stream, &algo_cache);
+              lt_workspace, lt_workspace_bytes, stream, &algo_cache, residual);
   }
 
   struct Offsets {
@@ -231,9 +335,12 @@ struct BertEncoder::Impl {
                           reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, false,
                           static_cast<T*>(ctx), stream);
       mark(&PhaseTimes::attention);
-      linear(ctx, Tn, d, L.w_o, L.b_o, d, tmp);
+      // hidden = LN(ctx·W_oᵀ + b + hidden): with fuse_residual the add happens in the GEMM
+      // epilogue, in place in hidden, and the LayerNorm pass reads one tensor instead of two.
+      T* sum = fuse_residual ? hid : static_cast<T*>(tmp);
+      linear(ctx, Tn, d, L.w_o, L.b_o, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
       mark(&PhaseTimes::gemm);
-      launch_add_layernorm<T>(static_cast<const T*>(tmp), hid, static_cast<const T*>(L.ln1_g),
+      launch_add_layernorm<T>(fuse_residual ? nullptr : sum, hid, static_cast<const T*>(L.ln1_g),
                               static_cast<const T*>(L.ln1_b), Tn, d, eps, stream);
       mark(&PhaseTimes::layernorm);
       // GELU: in the GEMM epilogue (cuBLASLt's tanh form, within fp16 rounding of erf-GELU) unless
@@ -246,9 +353,9 @@ struct BertEncoder::Impl {
             static_cast<T*>(inter), n_inter);
         mark(&PhaseTimes::activation);
       }
-      linear(inter, Tn, I, L.w_o2, L.b_o2, d, tmp);
+      linear(inter, Tn, I, L.w_o2, L.b_o2, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
       mark(&PhaseTimes::gemm);
-      launch_add_layernorm<T>(static_cast<const T*>(tmp), hid, static_cast<const T*>(L.ln2_g),
+      launch_add_layernorm<T>(fuse_residual ? nullptr : sum, hid, static_cast<const T*>(L.ln2_g),
                               static_cast<const T*>(L.ln2_b), Tn, d, eps, stream);
       mark(&PhaseTimes::layernorm);
     }
@@ -267,7 +374,7 @@ struct BertEncoder::Impl {
   void run(const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip, bool normalize,
            float* out) {
     const int Tn = int(b.tokens()), S = int(b.sequences());
-    const int d = int(cfg.hidden_size), I = int(cfg.intermediate_size), H = int(cfg.num_heads), dh = d / H;
+    const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
     // Query tiles per sequence (16 rows for short batches, 64 otherwise).
     int max_len = 0;
     for (int s = 0; s < S; ++s) max_len = std::max(max_len, b.cu_seqlens[size_t(s) + 1] - b.cu_seqlens[size_t(s)]);
@@ -373,6 +480,8 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   m.profile_ops = prof && std::string(prof) == "1";
   const char* graphs = std::getenv("EMBEDKIT_CUDA_GRAPHS");
   m.graphs_enabled = !(graphs && std::string(graphs) == "0");
+  const char* fuse = std::getenv("EMBEDKIT_FUSE_RESIDUAL");
+  m.fuse_residual = !(fuse && std::string(fuse) == "0");
   const char* exact = std::getenv("EMBEDKIT_EXACT_GELU");
   if (cfg.hidden_act == "relu") {
     m.inter_epilogue = CUBLASLT_EPILOGUE_RELU_BIAS;

@@ -56,7 +56,12 @@ void cosine_similarity(const float* a, size_t n, const float* b, size_t m, size_
 namespace embedkit::cuda::testing {
 std::vector<float> linear(const std::vector<float>& x, int T, int n_in, const std::vector<float>& W,
                           const std::vector<float>& b, int n_out, Precision p);
+// y = x·Wᵀ + b + residual, the residual from its own buffer or (in_place) already in y.
+std::vector<float> linear_residual(const std::vector<float>& x, int T, int n_in, const std::vector<float>& W,
+                                   const std::vector<float>& b, int n_out, const std::vector<float>& residual,
+                                   bool in_place, Precision p);
 std::vector<float> gelu(const std::vector<float>& x, Precision p);
+// LN(x + hidden); an empty x gives LN(hidden) (the in-place form after a residual epilogue).
 std::vector<float> add_layernorm(const std::vector<float>& x, const std::vector<float>& hidden,
                                  const std::vector<float>& g, const std::vector<float>& b, int T, int d, float eps,
                                  Precision p);
@@ -69,4 +74,8 @@ std::vector<float> attention(const std::vector<float>& qkv, const std::vector<in
                              bool causal, Precision p);
 std::vector<float> pool(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu_seqlens,
                         const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize, Precision p);
+// Attention launch shapes for sequences longer than 64 tokens (see bert_cuda.cu): how many, and
+// which one the next calls use (-1: the default, or EMBEDKIT_ATTN_SHAPE).
+int attention_shape_count();
+void set_attention_shape(int i);
 }  // namespace embedkit::cuda::testing

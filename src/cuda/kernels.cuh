@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <tuple>
@@ -34,12 +36,14 @@ namespace embedkit::cuda {
 // Row-major y[T, n_out] = x[T, n_in] · W[n_out, n_in]ᵀ (+ bias[n_out], epilogue), in cuBLASLt's
 // column-major terms: yᵀ[n_out, T] = op(Wᵀ as [n_in, n_out])ᵀ · xᵀ[n_in, T]; the bias runs along
 // n_out. `algos` (optional) keeps one heuristic answer per exact shape, so repeated shapes and
-// graph captures skip the heuristic.
-using LtAlgoCache = std::map<std::tuple<int, int, int, int, int>, cublasLtMatmulAlgo_t>;
+// graph captures skip the heuristic. With `residual` (row-major [T, n_out], may be y itself:
+// cuBLASLt computes in place when C and D share pointer and layout), y = x·Wᵀ + bias + residual
+// (beta = 1): the residual add of a transformer block rides in the GEMM epilogue.
+using LtAlgoCache = std::map<std::tuple<int, int, int, int, int, int>, cublasLtMatmulAlgo_t>;
 
 inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int T, int n_in, const void* W,
                       const void* bias, int n_out, void* y, cublasLtEpilogue_t epi, void* ws, size_t ws_bytes,
-                      cudaStream_t stream, LtAlgoCache* algos) {
+                      cudaStream_t stream, LtAlgoCache* algos, const void* residual = nullptr) {
   cublasLtMatmulDesc_t op;
   EK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -51,7 +55,7 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
   EK_CUBLAS(cublasLtMatrixLayoutCreate(&la, dt, n_in, n_out, n_in));
   EK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, dt, n_in, T, n_in));
   EK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, dt, n_out, T, n_out));
-  const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi));
+  const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi), residual ? (residual == y ? 2 : 1) : 0);
   const cublasLtMatmulAlgo_t* algo = nullptr;
   if (algos) {
     auto it = algos->find(key);
@@ -60,19 +64,25 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
       EK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
       EK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
                                                      sizeof ws_bytes));
-      cublasLtMatmulHeuristicResult_t res;
+      // EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer instead of its first (for measuring).
+      static const int pick = [] {
+        const char* e = std::getenv("EMBEDKIT_LT_ALGO");
+        return e ? std::max(0, std::min(7, std::atoi(e))) : 0;
+      }();
+      cublasLtMatmulHeuristicResult_t res[8];
       int found = 0;
-      EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found));
+      EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, pick + 1, res, &found));
       cublasLtMatmulPreferenceDestroy(pref);
       if (found == 0)
         throw Error("cuBLASLt found no algorithm for a " + std::to_string(T) + "x" + std::to_string(n_in) + "x" +
                     std::to_string(n_out) + " GEMM");
-      it = algos->emplace(key, res.algo).first;
+      it = algos->emplace(key, res[std::min(pick, found - 1)].algo).first;
     }
     algo = &it->second;
   }
   const float one = 1.f, zero = 0.f;
-  EK_CUBLAS(cublasLtMatmul(lt, op, &one, W, la, x, lb, &zero, y, lc, y, lc, algo, ws, ws_bytes, stream));
+  EK_CUBLAS(cublasLtMatmul(lt, op, &one, W, la, x, lb, residual ? &one : &zero, residual ? residual : y, lc, y, lc, algo,
+                           ws, ws_bytes, stream));
   cublasLtMatrixLayoutDestroy(la);
   cublasLtMatrixLayoutDestroy(lb);
   cublasLtMatrixLayoutDestroy(lc);
@@ -144,13 +154,14 @@ __global__ void embed_layernorm_kernel(const int* __restrict__ ids, const int* _
 }
 
 // ------------------------------------------------------------------ residual add + LayerNorm
-// hidden[t] = LN(x[t] + hidden[t]), one warp per token.
+// hidden[t] = LN(x[t] + hidden[t]), one warp per token; with x = nullptr, hidden[t] = LN(hidden[t])
+// (the residual was already added in the GEMM epilogue: one read and one write per element).
 template <typename T>
 __global__ void add_layernorm_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
                                      const T* __restrict__ b, int T_, int d, float eps) {
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (t >= T_) return;
-  const T* xr = x + size_t(t) * d;
+  const T* xr = x ? x + size_t(t) * d : nullptr;
   T* hr = hidden + size_t(t) * d;
   float v[kMaxDPerLane];
   float sum = 0.f;
@@ -159,7 +170,7 @@ __global__ void add_layernorm_kernel(const T* __restrict__ x, T* __restrict__ hi
   for (int k = 0; k < kMaxDPerLane; ++k) {
     if (k < per) {
       const int i = lane + 32 * k;
-      v[k] = to_f(xr[i]) + to_f(hr[i]);
+      v[k] = (x ? to_f(xr[i]) : 0.f) + to_f(hr[i]);
       sum += v[k];
     }
   }
@@ -178,7 +189,7 @@ __global__ void add_layernorm_kernel(const T* __restrict__ x, T* __restrict__ hi
   }
 }
 
-// Same, two elements per 4-byte access (d % 64 == 0): half the load instructions.
+// Same, on element pairs (d % 64 == 0).
 template <typename T> struct Pair;
 template <> struct Pair<__half> {
   using type = __half2;
@@ -191,40 +202,62 @@ template <> struct Pair<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat162 from_f2(float a, float b) { return __floats2bfloat162_rn(a, b); }
 };
 
-template <typename T>
-__global__ void add_layernorm_pairs_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
-                                           const T* __restrict__ b, int T_, int d, float eps) {
+// kPairs element pairs (4, 8 or 16 bytes) per load and store: d = 384 moves 8 bytes a lane, 768
+// and 1024 16 bytes, so each warp keeps a whole row's loads in flight with few instructions.
+template <typename V, int N>
+struct alignas(sizeof(V) * N) PairChunk {
+  V v[N];
+};
+
+template <typename T, bool kAdd, int kPairs>
+__global__ void add_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
+                                         const T* __restrict__ b, int T_, int d, float eps) {
   using P = Pair<T>;
-  using V = typename P::type;
+  using C = PairChunk<typename P::type, kPairs>;
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (t >= T_) return;
-  const V* xr = reinterpret_cast<const V*>(x + size_t(t) * d);
-  V* hr = reinterpret_cast<V*>(hidden + size_t(t) * d);
-  const V* gr = reinterpret_cast<const V*>(g);
-  const V* br = reinterpret_cast<const V*>(b);
-  constexpr int kMaxPairs = kMaxDPerLane / 2;
-  float2 v[kMaxPairs];
+  const C* xr = kAdd ? reinterpret_cast<const C*>(x + size_t(t) * d) : nullptr;
+  C* hr = reinterpret_cast<C*>(hidden + size_t(t) * d);
+  const C* gr = reinterpret_cast<const C*>(g);
+  const C* br = reinterpret_cast<const C*>(b);
+  constexpr int kMaxChunks = kMaxDPerLane / (2 * kPairs);
+  float2 v[kMaxChunks][kPairs];
   float sum = 0.f;
-  const int per = d / 64;
+  const int per = d / (64 * kPairs);  // chunks per lane
 #pragma unroll
-  for (int k = 0; k < kMaxPairs; ++k) {
+  for (int k = 0; k < kMaxChunks; ++k) {
     if (k < per) {
-      const float2 a = P::to_f2(xr[lane + 32 * k]), r = P::to_f2(hr[lane + 32 * k]);
-      v[k] = make_float2(a.x + r.x, a.y + r.y);
-      sum += v[k].x + v[k].y;
+      const C h = hr[lane + 32 * k];
+      C a;
+      if (kAdd) a = xr[lane + 32 * k];
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) {
+        const float2 r = P::to_f2(h.v[j]), xa = kAdd ? P::to_f2(a.v[j]) : make_float2(0.f, 0.f);
+        v[k][j] = make_float2(xa.x + r.x, xa.y + r.y);
+        sum += v[k][j].x + v[k][j].y;
+      }
     }
   }
   const float mean = warp_sum(sum) / float(d);
   float var = 0.f;
 #pragma unroll
-  for (int k = 0; k < kMaxPairs; ++k)
-    if (k < per) var += (v[k].x - mean) * (v[k].x - mean) + (v[k].y - mean) * (v[k].y - mean);
+  for (int k = 0; k < kMaxChunks; ++k)
+    if (k < per)
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j)
+        var += (v[k][j].x - mean) * (v[k][j].x - mean) + (v[k][j].y - mean) * (v[k][j].y - mean);
   const float inv = rsqrtf(warp_sum(var) / float(d) + eps);
 #pragma unroll
-  for (int k = 0; k < kMaxPairs; ++k) {
+  for (int k = 0; k < kMaxChunks; ++k) {
     if (k < per) {
-      const float2 gg = P::to_f2(gr[lane + 32 * k]), bb = P::to_f2(br[lane + 32 * k]);
-      hr[lane + 32 * k] = P::from_f2((v[k].x - mean) * inv * gg.x + bb.x, (v[k].y - mean) * inv * gg.y + bb.y);
+      const C gg = gr[lane + 32 * k], bb = br[lane + 32 * k];
+      C o;
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) {
+        const float2 gj = P::to_f2(gg.v[j]), bj = P::to_f2(bb.v[j]);
+        o.v[j] = P::from_f2((v[k][j].x - mean) * inv * gj.x + bj.x, (v[k][j].y - mean) * inv * gj.y + bj.y);
+      }
+      hr[lane + 32 * k] = o;
     }
   }
 }
@@ -233,8 +266,14 @@ template <typename T>
 void launch_add_layernorm(const T* x, T* hidden, const T* g, const T* b, int T_, int d, float eps, cudaStream_t stream) {
   const int warps = 8;
   const dim3 grid((T_ + warps - 1) / warps), block(32 * warps);
-  if (d % 64 == 0) add_layernorm_pairs_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
+#define EK_ADD_LN(PAIRS)                                                                                    \
+  (x ? add_layernorm_vec_kernel<T, true, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps)   \
+     : add_layernorm_vec_kernel<T, false, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps))
+  if (d % 256 == 0) EK_ADD_LN(4);
+  else if (d % 128 == 0) EK_ADD_LN(2);
+  else if (d % 64 == 0) EK_ADD_LN(1);
   else add_layernorm_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
+#undef EK_ADD_LN
 }
 
 // ------------------------------------------------------------------ GELU (exact, erf)
@@ -248,15 +287,25 @@ __global__ void gelu_kernel(T* x, size_t n) {
 
 // ------------------------------------------------------------------ flash attention (mma.sync)
 // FlashAttention-2 style, on Hopper/Ampere tensor cores through mma.sync.m16n8k16 (fp32
-// accumulate). A CTA of WARPS warps covers WARPS×16 query rows of one (sequence, head); each warp
-// owns 16 rows and keeps its Q fragments, running max/sum and O accumulators in registers.
-// K/V stream through shared memory KB keys at a time. Fragment layouts (PTX ISA, mma m16n8k16):
+// accumulate). A CTA of WARPS warps covers WARPS·MT·16 query rows of one (sequence, head); each
+// warp owns MT 16-row m-tiles and keeps its Q fragments, running max and O accumulators in
+// registers. K/V stream through STAGES shared-memory buffers, KB keys at a time.
+// Fragment layouts (PTX ISA, mma m16n8k16):
 //   A 16×16: a0 (row g, cols 2c..2c+1), a1 (row g+8), a2 (row g, cols +8), a3 (row g+8, cols +8)
 //   B 16×8 : b0 (k 2c..2c+1, col g), b1 (k +8);  C 16×8: c0,c1 (row g, cols 2c..), c2,c3 (row g+8)
 // with g = lane/4, c = lane%4. The S accumulator of two adjacent 8-key tiles is exactly the A
 // fragment of P for the P·V product, so P never leaves registers.
+//
+// Per score the softmax costs one FMNMX (row max), one FFMA (scale and max folded into the
+// exponent: exp2(s·scale·log2e − m·scale·log2e)), one exponential and half a pack to fp16/bf16.
+// The row sums ride on the tensor cores: P·1 (a B fragment of ones) is one extra mma per 16 keys
+// instead of 8 FADDs per thread, and sums exactly the rounded P that multiplies V.
+// The exponentials are the binding cost at head dim 32 (MUFU.EX2 retires 16 per clock per SM,
+// the tensor cores ~4096 FLOP = 32 scores' worth at dh 32): with POLY > 0, one key sub-tile in
+// POLY takes a polynomial exp2 on the FMA pipe instead (FlashAttention-4's trick).
 template <typename T> struct MmaOps;
 template <> struct MmaOps<__half> {
+  static constexpr uint32_t kOnes = 0x3C003C00u;  // half2(1, 1)
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -268,6 +317,7 @@ template <> struct MmaOps<__half> {
   }
 };
 template <> struct MmaOps<__nv_bfloat16> {
+  static constexpr uint32_t kOnes = 0x3F803F80u;  // bfloat162(1, 1)
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -295,6 +345,21 @@ __device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; exp2(-inf) =
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+// exp2(x) for x ≤ 0 on the FMA pipe: 2^x = 2^j·2^f with j = round(x), f = x − j ∈ [−½, ½], and
+// 2^f from a degree-3 polynomial fitted (relative minimax) on [−½, ½]: max relative error 7.5e-5,
+// under the 4.9e-4 rounding of P to fp16. x is clamped at −125, so −inf gives 2^−125 (≈ 2e-38:
+// 0 in fp16, negligible against a row sum ≥ 1 in bf16).
+__device__ __forceinline__ float poly_exp2(float x) {
+  x = fmaxf(x, -125.f);
+  constexpr float kRound = 12582912.f;  // 1.5·2^23: x + kRound holds round(x) in its low mantissa bits
+  const float t = __fadd_rn(x, kRound);
+  const float f = __fsub_rn(x, __fsub_rn(t, kRound));
+  float p = fmaf(f, 0.0551716648f, 0.2426111251f);
+  p = fmaf(p, f, 0.6932609678f);
+  p = fmaf(p, f, 0.9999280572f);
+  // (bits(t) << 23) ≡ j << 23 (mod 2^32): adds j to p's exponent.
+  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
 // 16-byte global→shared copy that bypasses registers; src_bytes = 0 writes zeros.
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -304,22 +369,31 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <typename T, int DH, int WARPS, int MT, int KB>
-struct FlashSmem {
+// One launch shape of the attention kernel.
+//   WARPS × MT × 16 query rows per CTA, KB keys per K/V tile, STAGES K/V buffers in flight,
+//   POLY: one key sub-tile (8 keys) in POLY uses poly_exp2 (0: none); MIN_CTAS: CTAs per SM the
+//   register allocation must allow (__launch_bounds__).
+template <int DH_, int WARPS_, int MT_, int KB_, int STAGES_, int POLY_, int MIN_CTAS_ = 1>
+struct FlashShape {
+  static constexpr int DH = DH_, WARPS = WARPS_, MT = MT_, KB = KB_, STAGES = STAGES_, POLY = POLY_;
+  static constexpr int MIN_CTAS = MIN_CTAS_;
+  static constexpr int rows = WARPS * MT * 16;
   static constexpr int ld = DH + 8;  // 16-byte row pad: ldmatrix rows fall in distinct banks
-  // Q tile + two stages of (K, V) tiles.
-  static constexpr size_t bytes = sizeof(T) * size_t(WARPS * MT * 16 + 4 * KB) * ld;
+  template <typename T>
+  static constexpr size_t smem_bytes() {  // Q tile + STAGES × (K, V) tiles
+    return sizeof(T) * size_t(rows + 2 * STAGES * KB) * ld;
+  }
 };
 
-// MT = 16-row m-tiles per warp: each K/V fragment read from shared memory feeds MT products.
-template <typename T, int DH, int WARPS, int MT, int KB>
-__global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(const T* __restrict__ qkv,
-                                                                     const int* __restrict__ cu_seqlens,
-                                                                     const int2* __restrict__ tiles, int H,
-                                                                     float scale_log2, int causal,
-                                                                     T* __restrict__ out) {
-  using Sm = FlashSmem<T, DH, WARPS, MT, KB>;
-  constexpr int ld = Sm::ld, WR = MT * 16, QR = WARPS * WR, kVec = 8, kVecPerRow = DH / kVec;
+template <typename T, typename S>
+__global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_kernel(const T* __restrict__ qkv,
+                                                                        const int* __restrict__ cu_seqlens,
+                                                                        const int2* __restrict__ tiles, int H,
+                                                                        float scale_log2, int causal,
+                                                                        T* __restrict__ out) {
+  constexpr int DH = S::DH, MT = S::MT, KB = S::KB, STAGES = S::STAGES, POLY = S::POLY, ld = S::ld;
+  constexpr int WR = MT * 16, QR = S::rows, kThreads = S::WARPS * 32, kVec = 8, kVecPerRow = DH / kVec;
+  static_assert(STAGES >= 2 && KB % 16 == 0 && DH % 16 == 0, "flash shape");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);
   T* KV = Qs + QR * ld;  // stage s: K at KV + 2s·KB·ld, V right after
@@ -332,25 +406,35 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(const T* __
   const int w0 = q0 + warp * WR;  // first query row of this warp
   const bool warp_active = w0 < L;
   const int kv_end = causal ? min(L, q0 + QR) : L;
+  const int n_kv = (kv_end + KB - 1) / KB;
 
-  // K/V tiles stream through two shared-memory stages: the copy of tile i+1 (cp.async) runs
-  // while tile i is multiplied.
-  auto issue_kv = [&](int k0, int stage) {
-    T* Ks = KV + 2 * stage * KB * ld;
-    T* Vs = Ks + KB * ld;
-    for (int i = threadIdx.x; i < KB * kVecPerRow; i += blockDim.x) {
-      const int r = i / kVecPerRow, c = (i % kVecPerRow) * kVec;
-      const bool in = k0 + r < L;
-      const T* base = qkv + size_t(seq_start + (in ? k0 + r : 0)) * row_stride + h * DH + c;
-      cp_async_16(Ks + r * ld + c, base + d, in ? 16 : 0);
-      cp_async_16(Vs + r * ld + c, base + 2 * d, in ? 16 : 0);
+  // K/V tile i goes to stage i % STAGES with cp.async; every call commits one group (empty past
+  // the end) so that "all but the newest STAGES−2 groups done" always means "tile i landed".
+  // Each thread copies kCopies 16-byte vectors of K and of V: rows r0 + j·kRowStep, column c0.
+  static_assert(KB * kVecPerRow % kThreads == 0 && kThreads % kVecPerRow == 0, "copy split");
+  constexpr int kCopies = KB * kVecPerRow / kThreads, kRowStep = kThreads / kVecPerRow;
+  const int copy_r0 = threadIdx.x / kVecPerRow, copy_c0 = (threadIdx.x % kVecPerRow) * kVec;
+  const T* k_head = qkv + size_t(seq_start) * row_stride + d + h * DH + copy_c0;  // K row 0 of this head
+  auto issue_kv = [&](int i) {
+    if (i < n_kv) {
+      const int k0 = i * KB;
+      T* Ks = KV + 2 * (i % STAGES) * KB * ld + copy_r0 * ld + copy_c0;
+      const T* src = k_head + size_t(k0 + copy_r0) * row_stride;
+#pragma unroll
+      for (int j = 0; j < kCopies; ++j) {
+        const bool in = k0 + copy_r0 + j * kRowStep < L;  // past the end: zeros, source not read
+        const T* kp = in ? src + size_t(j * kRowStep) * row_stride : k_head;
+        cp_async_16(Ks + j * kRowStep * ld, kp, in ? 16 : 0);
+        cp_async_16(Ks + (KB + j * kRowStep) * ld, kp + d, in ? 16 : 0);
+      }
     }
     cp_async_commit();
   };
-  if (kv_end > 0) issue_kv(0, 0);
+#pragma unroll
+  for (int i = 0; i < STAGES - 1; ++i) issue_kv(i);
 
-  for (int i = threadIdx.x; i < QR * kVecPerRow; i += blockDim.x) {
-    const int r = i / kVecPerRow, c = (i % kVecPerRow) * kVec;
+  for (int e = threadIdx.x; e < QR * kVecPerRow; e += kThreads) {
+    const int r = e / kVecPerRow, c = (e % kVecPerRow) * kVec;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (q0 + r < L) v = *reinterpret_cast<const uint4*>(qkv + size_t(seq_start + q0 + r) * row_stride + h * DH + c);
     *reinterpret_cast<uint4*>(Qs + r * ld + c) = v;
@@ -364,91 +448,85 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(const T* __
       ldmatrix_x4(qf[mt][kk], Qs + (warp * WR + mt * 16 + (lane % 16)) * ld + kk * 16 + (lane / 16) * 8);
 
   float o[MT][DH / 8][4];
-  float m_run[MT][2], l_run[MT][2];
+  float rowsum[MT][4];  // P·1: c0 = c1 = sum of row g, c2 = c3 = sum of row g+8
+  float m_run[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
     for (int j = 0; j < DH / 8; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+    rowsum[mt][0] = rowsum[mt][1] = rowsum[mt][2] = rowsum[mt][3] = 0.f;
     m_run[mt][0] = m_run[mt][1] = -INFINITY;
-    l_run[mt][0] = l_run[mt][1] = 0.f;
   }
 
-  int stage = 0;
-  for (int k0 = 0; k0 < kv_end; k0 += KB, stage ^= 1) {
-    if (k0 + KB < kv_end) {
-      issue_kv(k0 + KB, stage ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // tile k0 landed for every thread
-    const T* Ks = KV + 2 * stage * KB * ld;
+  for (int it = 0; it < n_kv; ++it) {
+    cp_async_wait<STAGES - 2>();
+    // One barrier per tile: tile `it` is visible to every thread, and every warp is done with
+    // tile it−1, whose stage the copy issued next refills.
+    __syncthreads();
+    issue_kv(it + STAGES - 1);
+    const int k0 = it * KB;
+    const T* Ks = KV + 2 * (it % STAGES) * KB * ld;
     const T* Vs = Ks + KB * ld;
-    if (warp_active) {
-      // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
-      float s[MT][KB / 8][4];
+    if (!warp_active) continue;
+    // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
+    float s[MT][KB / 8][4];
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int j = 0; j < KB / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+      for (int j = 0; j < KB / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < DH / 16; ++kk) {
+    for (int kk = 0; kk < DH / 16; ++kk) {
 #pragma unroll
-        for (int nn = 0; nn < KB / 16; ++nn) {
-          uint32_t b[4];
-          ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
+      for (int nn = 0; nn < KB / 16; ++nn) {
+        uint32_t b[4];
+        ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            MmaOps<T>::mma(s[mt][2 * nn], qf[mt][kk], b[0], b[1]);
-            MmaOps<T>::mma(s[mt][2 * nn + 1], qf[mt][kk], b[2], b[3]);
-          }
+        for (int mt = 0; mt < MT; ++mt) {
+          MmaOps<T>::mma(s[mt][2 * nn], qf[mt][kk], b[0], b[1]);
+          MmaOps<T>::mma(s[mt][2 * nn + 1], qf[mt][kk], b[2], b[3]);
         }
       }
-      // Online softmax. Max on raw scores; the scale folds into one FFMA inside exp2
-      // (FlashAttention-2). Only blocks past the sequence end (or the diagonal) need masks.
-      const bool needs_mask = k0 + KB > L || (causal && k0 + KB > w0);
-      uint32_t pa[MT][KB / 16][4];  // P as A fragments (fp16/bf16)
+    }
+    // Online softmax on raw scores; only tiles past the sequence end (or the diagonal) need masks.
+    const bool needs_mask = k0 + KB > L || (causal && k0 + KB > w0);
+    uint32_t pa[MT][KB / 16][4];  // P as A fragments (fp16/bf16)
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const int qa = w0 + mt * 16 + g, qb = qa + 8;  // this thread's two query rows
-        if (needs_mask) {
-#pragma unroll
-          for (int j = 0; j < KB / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = k0 + j * 8 + c4 * 2 + (e & 1);
-              if (key >= L || (causal && key > (e < 2 ? qa : qb))) s[mt][j][e] = -INFINITY;
-            }
-        }
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int j = 0; j < KB / 8; ++j) {
-          mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
-          mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
-        }
-        float alpha[2], rowsum[2] = {0.f, 0.f}, neg_m[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-          const float m_new = fmaxf(m_run[mt][i], mx[i]);
-          alpha[i] = m_run[mt][i] == -INFINITY ? 0.f : fast_exp2((m_run[mt][i] - m_new) * scale_log2);
-          m_run[mt][i] = m_new;
-          neg_m[i] = m_new == -INFINITY ? 0.f : -m_new * scale_log2;  // all-masked row: exp2(-inf) = 0
-        }
+    for (int mt = 0; mt < MT; ++mt) {
+      const int qa = w0 + mt * 16 + g, qb = qa + 8;  // this thread's two query rows
+      if (needs_mask) {
 #pragma unroll
         for (int j = 0; j < KB / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const float p = fast_exp2(fmaf(s[mt][j][e], scale_log2, neg_m[e >> 1]));
-            s[mt][j][e] = p;
-            rowsum[e >> 1] += p;
+            const int key = k0 + j * 8 + c4 * 2 + (e & 1);
+            if (key >= L || (causal && key > (e < 2 ? qa : qb))) s[mt][j][e] = -INFINITY;
           }
+      }
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int j = 0; j < KB / 8; ++j) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
+      }
+      // Lazy rescaling: the running max m (the shift of the exponentials) moves only when some
+      // row's max grew by more than 2^kRescaleLog2 in exp2 units. Until then P = exp2(s·c − m·c)
+      // stays ≤ 2^8 (fine in fp16/bf16, and O, rowsum accumulate in fp32) and O / rowsum is the
+      // same softmax (shift-invariant), so the O and rowsum rescale is skipped on most tiles.
+      constexpr float kRescaleLog2 = 8.f;
+      bool grow = false;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        grow |= (mx[i] - m_run[mt][i]) * scale_log2 > kRescaleLog2;  // first tile: m = -inf → grows
+      }
+      if (__any_sync(0xffffffffu, grow)) {
+        float alpha[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-          rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 1);
-          rowsum[i] += __shfl_xor_sync(0xffffffffu, rowsum[i], 2);
-          l_run[mt][i] = l_run[mt][i] * alpha[i] + rowsum[i];
+          const float m_new = fmaxf(m_run[mt][i], mx[i]);
+          alpha[i] = m_run[mt][i] == -INFINITY ? 0.f : fast_exp2((m_run[mt][i] - m_new) * scale_log2);
+          m_run[mt][i] = m_new;
         }
 #pragma unroll
         for (int j = 0; j < DH / 8; ++j) {
@@ -457,91 +535,101 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(const T* __
           o[mt][j][2] *= alpha[1];
           o[mt][j][3] *= alpha[1];
         }
-        // The S accumulators of key tiles 2kk, 2kk+1 are the A fragment of P for k-step kk.
+        rowsum[mt][0] *= alpha[0];
+        rowsum[mt][1] *= alpha[0];
+        rowsum[mt][2] *= alpha[1];
+        rowsum[mt][3] *= alpha[1];
+      }
+      float neg_m[2];
 #pragma unroll
-        for (int kk = 0; kk < KB / 16; ++kk) {
-          pa[mt][kk][0] = MmaOps<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-          pa[mt][kk][1] = MmaOps<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-          pa[mt][kk][2] = MmaOps<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-          pa[mt][kk][3] = MmaOps<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      for (int i = 0; i < 2; ++i)  // a row with no unmasked key yet: exp2(-inf) = 0
+        neg_m[i] = m_run[mt][i] == -INFINITY ? 0.f : -m_run[mt][i] * scale_log2;
+#pragma unroll
+      for (int j = 0; j < KB / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float x = fmaf(s[mt][j][e], scale_log2, neg_m[e >> 1]);
+          s[mt][j][e] = (POLY > 0 && j % (POLY > 0 ? POLY : 1) == POLY - 1) ? poly_exp2(x) : fast_exp2(x);
         }
       }
-      // O[WR, DH] += P[WR, KB] · V[KB, DH] (each V fragment feeds MT m-tiles)
+      // The S accumulators of key tiles 2kk, 2kk+1 are the A fragment of P for k-step kk.
 #pragma unroll
       for (int kk = 0; kk < KB / 16; ++kk) {
-#pragma unroll
-        for (int nn = 0; nn < DH / 16; ++nn) {
-          uint32_t b[4];
-          ldmatrix_x4_trans(b, Vs + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * ld + nn * 16 + (lane / 16) * 8);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            MmaOps<T>::mma(o[mt][2 * nn], pa[mt][kk], b[0], b[1]);
-            MmaOps<T>::mma(o[mt][2 * nn + 1], pa[mt][kk], b[2], b[3]);
-          }
-        }
+        pa[mt][kk][0] = MmaOps<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][kk][1] = MmaOps<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][kk][2] = MmaOps<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][kk][3] = MmaOps<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
       }
     }
-    __syncthreads();  // every warp is done with this stage before it is refilled
-  }
-  if (!warp_active) return;
+    // O[WR, DH] += P[WR, KB] · V[KB, DH] (each V fragment feeds MT m-tiles); rowsum += P · 1
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int qa = w0 + mt * 16 + g, qb = qa + 8;
-    const float inv_a = l_run[mt][0] > 0.f ? 1.f / l_run[mt][0] : 0.f;
-    const float inv_b = l_run[mt][1] > 0.f ? 1.f / l_run[mt][1] : 0.f;
+    for (int kk = 0; kk < KB / 16; ++kk) {
 #pragma unroll
-    for (int j = 0; j < DH / 8; ++j) {
-      const int col = h * DH + j * 8 + c4 * 2;
-      if (qa < L)
-        *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qa) * d + col) =
-            MmaOps<T>::pack(o[mt][j][0] * inv_a, o[mt][j][1] * inv_a);
-      if (qb < L)
-        *reinterpret_cast<uint32_t*>(out + size_t(seq_start + qb) * d + col) =
-            MmaOps<T>::pack(o[mt][j][2] * inv_b, o[mt][j][3] * inv_b);
+      for (int nn = 0; nn < DH / 16; ++nn) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, Vs + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * ld + nn * 16 + (lane / 16) * 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          MmaOps<T>::mma(o[mt][2 * nn], pa[mt][kk], b[0], b[1]);
+          MmaOps<T>::mma(o[mt][2 * nn + 1], pa[mt][kk], b[2], b[3]);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) MmaOps<T>::mma(rowsum[mt], pa[mt][kk], MmaOps<T>::kOnes, MmaOps<T>::kOnes);
     }
   }
+  cp_async_wait<0>();  // no copy may still target shared memory when the CTA exits
+  if (!warp_active) return;
+  // Normalize and stage this warp's rows in its own slice of the Q tile (read only by this warp,
+  // into registers, before the loop), then write whole rows with 16-byte stores.
+  T* Os = Qs + warp * WR * ld;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const float inv_a = rowsum[mt][0] > 0.f ? 1.f / rowsum[mt][0] : 0.f;
+    const float inv_b = rowsum[mt][2] > 0.f ? 1.f / rowsum[mt][2] : 0.f;
+#pragma unroll
+    for (int j = 0; j < DH / 8; ++j) {
+      const int col = j * 8 + c4 * 2;
+      *reinterpret_cast<uint32_t*>(Os + (mt * 16 + g) * ld + col) = MmaOps<T>::pack(o[mt][j][0] * inv_a, o[mt][j][1] * inv_a);
+      *reinterpret_cast<uint32_t*>(Os + (mt * 16 + g + 8) * ld + col) =
+          MmaOps<T>::pack(o[mt][j][2] * inv_b, o[mt][j][3] * inv_b);
+    }
+  }
+  __syncwarp();
+  for (int e = lane; e < WR * kVecPerRow; e += 32) {
+    const int r = e / kVecPerRow, c = (e % kVecPerRow) * kVec;
+    if (w0 + r < L)
+      *reinterpret_cast<uint4*>(out + size_t(seq_start + w0 + r) * d + h * DH + c) =
+          *reinterpret_cast<const uint4*>(Os + r * ld + c);
+  }
 }
 
-// Query rows per CTA for the shapes we launch: short batches use one warp (16 rows) per CTA so
-// little work is padding; longer ones share each K/V tile among 4 warps of 16 rows.
-// Measured on H100 (docs/benchmarks.md): MT = 2 (32 rows per warp) was no faster at head dim 32
-// (28.5 vs 29.6 ms, MiniLM long) and slower at 64 (117 vs 110 ms, BERT-base long: 244 registers
-// halve the CTAs per SM), so MT = 1 everywhere.
-constexpr int kShortSeqMax = 64;
-
-inline int attention_tile_rows(int max_len, int /*dh*/) { return max_len <= kShortSeqMax ? 16 : 64; }
-
-template <typename T, int DH, int WARPS, int MT, int KB>
-void launch_flash_dh(const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H, float scale_log2, bool causal,
-                     T* out, cudaStream_t stream) {
-  const size_t smem = FlashSmem<T, DH, WARPS, MT, KB>::bytes;
+template <typename T, typename S>
+void launch_flash(const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H, float scale_log2, bool causal,
+                  T* out, cudaStream_t stream) {
+  const size_t smem = S::template smem_bytes<T>();
   static bool configured = false;  // per instantiation; one device per process
   if (!configured) {
-    EK_CUDA(cudaFuncSetAttribute(flash_attention_kernel<T, DH, WARPS, MT, KB>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    EK_CUDA(cudaFuncSetAttribute(flash_attention_kernel<T, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  flash_attention_kernel<T, DH, WARPS, MT, KB>
-      <<<dim3(n_tiles, H), WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, scale_log2, causal ? 1 : 0, out);
+  flash_attention_kernel<T, S><<<dim3(n_tiles, H), S::WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, scale_log2,
+                                                                                 causal ? 1 : 0, out);
 }
 
-// ctx[T, H*dh] = attention over qkv[T, 3*H*dh]; tile_rows from attention_tile_rows().
+// Batches whose longest sequence is at most kShortSeqMax tokens use one warp (16 query rows)
+// per CTA, so little of each CTA is padding; longer ones use the shape chosen for their head
+// dim (attention_shape_rows), several warps sharing each K/V tile.
+constexpr int kShortSeqMax = 64;
+
+// Query rows per CTA for a batch (the tiles of cu_seqlens are cut at this size).
+int attention_tile_rows(int max_len, int dh);
+// ctx[T, H*dh] = attention over qkv[T, 3*H*dh] (per token: q | k | v, head-major); `tiles` are
+// (sequence, first query row) pairs cut at attention_tile_rows(). Defined in bert_cuda.cu for
+// __half and __nv_bfloat16.
 template <typename T>
 void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
-                      bool causal, T* out, cudaStream_t stream) {
-  const float scale_log2 = 1.4426950408889634f / sqrtf(float(dh));
-  const bool s = tile_rows == 16;
-#define EK_FLASH(DH, MT)                                                                               \
-  (s ? launch_flash_dh<T, DH, 1, 1, 32>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream)  \
-     : launch_flash_dh<T, DH, 4, MT, 64>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream))
-  switch (dh) {
-    case 32: EK_FLASH(32, 1); break;
-    case 64: EK_FLASH(64, 1); break;
-    case 128: EK_FLASH(128, 1); break;
-    default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
-  }
-#undef EK_FLASH
-}
+                      bool causal, T* out, cudaStream_t stream);
 
 // ------------------------------------------------------------------ row L2 normalization (fp32)
 // One warp per row: x[r] /= max(‖x[r]‖, 1e-12), as torch.nn.functional.normalize.

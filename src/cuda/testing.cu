@@ -52,14 +52,22 @@ std::vector<float> down(Buf& b, size_t n) {
   return out;
 }
 
+// residual: none (empty), added from its own buffer, or added in place (y starts as residual).
 template <typename T>
 std::vector<float> linear_t(const std::vector<float>& x, int T_, int n_in, const std::vector<float>& W,
-                            const std::vector<float>& b, int n_out) {
+                            const std::vector<float>& b, int n_out, const std::vector<float>& residual,
+                            bool in_place) {
   const cudaDataType_t dt = sizeof(T) == 2 && std::is_same_v<T, __half> ? CUDA_R_16F : CUDA_R_16BF;
   Buf dx = up<T>(x), dw = up<T>(W), db = up<T>(b), dy = poisoned<T>(size_t(T_) * n_out);
+  Buf dr = up<T>(residual.empty() ? std::vector<float>{0.f} : residual);
+  if (!residual.empty() && in_place)
+    EK_CUDA(cudaMemcpy(dy.p, dr.p, residual.size() * sizeof(T), cudaMemcpyDeviceToDevice));
+  const void* res = residual.empty() ? nullptr : in_place ? dy.p : dr.p;
   cublasLtHandle_t lt;
   EK_CUBLAS(cublasLtCreate(&lt));
-  lt_linear(lt, dt, dx.p, T_, n_in, dw.p, db.p, n_out, dy.p, CUBLASLT_EPILOGUE_BIAS, nullptr, 0, 0, nullptr);
+  LtAlgoCache algos;  // the encoder's path: heuristic answer cached per shape
+  Buf ws(4u << 20);
+  lt_linear(lt, dt, dx.p, T_, n_in, dw.p, db.p, n_out, dy.p, CUBLASLT_EPILOGUE_BIAS, ws.p, 4u << 20, 0, &algos, res);
   auto out = down<T>(dy, size_t(T_) * n_out);
   cublasLtDestroy(lt);
   return out;
@@ -76,8 +84,8 @@ std::vector<float> gelu_t(const std::vector<float>& x) {
 template <typename T>
 std::vector<float> add_ln_t(const std::vector<float>& x, const std::vector<float>& hidden, const std::vector<float>& g,
                             const std::vector<float>& b, int T_, int d, float eps) {
-  Buf dx = up<T>(x), dh = up<T>(hidden), dg = up<T>(g), dbb = up<T>(b);
-  add_layernorm_kernel<T><<<(T_ + 7) / 8, 256>>>(dx.as<T>(), dh.as<T>(), dg.as<T>(), dbb.as<T>(), T_, d, eps);
+  Buf dx = up<T>(x.empty() ? std::vector<float>{0.f} : x), dh = up<T>(hidden), dg = up<T>(g), dbb = up<T>(b);
+  launch_add_layernorm<T>(x.empty() ? nullptr : dx.as<T>(), dh.as<T>(), dg.as<T>(), dbb.as<T>(), T_, d, eps, 0);
   EK_CUDA(cudaGetLastError());
   return down<T>(dh, size_t(T_) * d);
 }
@@ -139,7 +147,13 @@ std::vector<float> pool_t(const std::vector<float>& hidden, int d, const std::ve
 
 std::vector<float> linear(const std::vector<float>& x, int T, int n_in, const std::vector<float>& W,
                           const std::vector<float>& b, int n_out, Precision p) {
-  return EK_DISPATCH(p, linear_t, x, T, n_in, W, b, n_out);
+  return EK_DISPATCH(p, linear_t, x, T, n_in, W, b, n_out, {}, false);
+}
+std::vector<float> linear_residual(const std::vector<float>& x, int T, int n_in, const std::vector<float>& W,
+                                   const std::vector<float>& b, int n_out, const std::vector<float>& residual,
+                                   bool in_place, Precision p) {
+  EK_CHECK(residual.size() == size_t(T) * size_t(n_out));
+  return EK_DISPATCH(p, linear_t, x, T, n_in, W, b, n_out, residual, in_place);
 }
 std::vector<float> gelu(const std::vector<float>& x, Precision p) { return EK_DISPATCH(p, gelu_t, x); }
 std::vector<float> add_layernorm(const std::vector<float>& x, const std::vector<float>& hidden,

@@ -77,6 +77,26 @@ TEST_P(CudaOps, LinearBiasEpilogue) {
   }
 }
 
+// y = x·Wᵀ + b + residual with the residual in the GEMM epilogue (beta = 1), from its own buffer
+// and in place (C = D = y), as the encoder's attention-output and FFN-output projections use it.
+TEST_P(CudaOps, LinearResidualEpilogue) {
+  const Precision p = GetParam();
+  for (int T : {1, 37, 4096}) {
+    for (auto [n_in, n_out] : {std::pair{384, 384}, std::pair{1536, 384}, std::pair{768, 768}}) {
+      auto x = rnd(size_t(T) * n_in, uint32_t(T + n_in + 1), 1.f, p), W = rnd(size_t(n_out) * n_in, 4, 0.05f, p),
+           b = rnd(size_t(n_out), 5, 0.5f, p), r = rnd(size_t(T) * n_out, uint32_t(T + 9), 2.f, p, 0.2f);
+      std::vector<float> ref(size_t(T) * n_out);
+      cpu::linear(x.data(), T, n_in, W.data(), b.data(), n_out, ref.data());
+      for (size_t i = 0; i < ref.size(); ++i) ref[i] += r[i];
+      for (bool in_place : {false, true}) {
+        auto got = cuda::testing::linear_residual(x, T, n_in, W, b, n_out, r, in_place, p);
+        EXPECT_LT(rel_err(got, ref), bound(p)) << name(p) << " T=" << T << " " << n_in << "->" << n_out
+                                               << (in_place ? " in place" : " separate");
+      }
+    }
+  }
+}
+
 TEST_P(CudaOps, GeluErf) {
   const Precision p = GetParam();
   auto x = rnd(100003, 5, 2.f, p);
@@ -87,7 +107,9 @@ TEST_P(CudaOps, GeluErf) {
 
 TEST_P(CudaOps, AddLayerNorm) {
   const Precision p = GetParam();
-  for (int d : {384, 768, 1024}) {
+  // Every load width: 352 (d % 64 != 0: one element per load), 448 (one pair), 384 (two pairs),
+  // 768 and 1024 (four pairs, 16 bytes).
+  for (int d : {352, 448, 384, 768, 1024}) {
     for (int T : {1, 33, 5000}) {
       auto x = rnd(size_t(T) * d, 6, 2.f, p, 0.3f), h = rnd(size_t(T) * d, 7, 1.f, p), g = rnd(size_t(d), 8, 0.2f, p, 1.f),
            b = rnd(size_t(d), 9, 0.1f, p);
@@ -95,6 +117,10 @@ TEST_P(CudaOps, AddLayerNorm) {
       cpu::add_layernorm(x.data(), h.data(), T, d, g.data(), b.data(), 1e-12f, ref.data());
       EXPECT_LT(rel_err(cuda::testing::add_layernorm(x, h, g, b, T, d, 1e-12f, p), ref), bound(p))
           << name(p) << " d=" << d << " T=" << T;
+      // LayerNorm alone (the residual already added by the GEMM epilogue): in place on hidden.
+      cpu::add_layernorm(h.data(), nullptr, T, d, g.data(), b.data(), 1e-12f, ref.data());
+      EXPECT_LT(rel_err(cuda::testing::add_layernorm({}, h, g, b, T, d, 1e-12f, p), ref), bound(p))
+          << name(p) << " LN only, d=" << d << " T=" << T;
     }
   }
 }
@@ -120,22 +146,30 @@ TEST_P(CudaOps, EmbeddingsLayerNorm) {
   EXPECT_LT(rel_err(cuda::testing::embed_layernorm(ids, types, pos, word, pe, te, g, b, d, 1e-12f, p), ref), bound(p));
 }
 
+// Every launch shape of the flash kernel (short-sequence shape, each long-sequence shape for
+// dh 32/64), ragged batches from 1 token to the maximum length (512) and past one query tile.
 TEST_P(CudaOps, VarlenAttention) {
   const Precision p = GetParam();
-  const std::vector<std::vector<int32_t>> batches = {
-      {0, 1}, {0, 1, 2, 3}, {0, 17, 18, 82, 147, 659}, {0, 512}, {0, 64, 128}, {0, 65, 66}, {0, 5, 40, 104}};
+  const std::vector<std::vector<int32_t>> batches = {{0, 1},           {0, 1, 2, 3},   {0, 17, 18, 82, 147, 659},
+                                                     {0, 512},         {0, 64, 128},   {0, 65, 66},
+                                                     {0, 5, 40, 104},  {0, 1, 513, 1025, 1154}};
   for (int dh : {32, 64, 128}) {
-    for (bool causal : {false, true}) {
-      for (const auto& cu : batches) {
-        const int H = 4;
-        auto qkv = rnd(size_t(cu.back()) * 3 * H * dh, uint32_t(17 + dh + cu.back()), 1.f, p);
-        std::vector<float> ref(size_t(cu.back()) * H * dh);
-        cpu::attention(qkv.data(), cu.data(), int64_t(cu.size()) - 1, H, dh, ref.data(), causal);
-        auto got = cuda::testing::attention(qkv, cu, H, dh, causal, p);
-        EXPECT_LT(rel_err(got, ref), bound(p)) << name(p) << " dh=" << dh << " causal=" << causal
-                                               << " tokens=" << cu.back();
+    const int shapes = dh == 128 ? 1 : cuda::testing::attention_shape_count();
+    for (int shape = 0; shape < shapes; ++shape) {
+      cuda::testing::set_attention_shape(shape);
+      for (bool causal : {false, true}) {
+        for (const auto& cu : batches) {
+          const int H = 4;
+          auto qkv = rnd(size_t(cu.back()) * 3 * H * dh, uint32_t(17 + dh + cu.back() + 7 * shape), 1.f, p);
+          std::vector<float> ref(size_t(cu.back()) * H * dh);
+          cpu::attention(qkv.data(), cu.data(), int64_t(cu.size()) - 1, H, dh, ref.data(), causal);
+          auto got = cuda::testing::attention(qkv, cu, H, dh, causal, p);
+          EXPECT_LT(rel_err(got, ref), bound(p)) << name(p) << " dh=" << dh << " shape=" << shape
+                                                 << " causal=" << causal << " tokens=" << cu.back();
+        }
       }
     }
+    cuda::testing::set_attention_shape(-1);
   }
 }
 

@@ -1,0 +1,162 @@
+// `embedkit serve`: the HTTP server (src/server) over one model, its batcher and worker pool.
+// Start-up order: listen first (health answers 503 while the model loads), load, serve; SIGTERM
+// or SIGINT: stop accepting, finish every accepted request, exit 0.
+#include "cli/serve_command.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "pipeline/engine.h"
+#include "scheduler/batcher.h"
+#include "server/http_server.h"
+#include "server/service.h"
+#include "util/error.h"
+
+namespace embedkit {
+
+namespace {
+
+struct ServeArgs {
+  EmbedderOptions model;
+  server::HttpServerOptions http;
+  server::ServiceOptions service;
+  size_t max_batch_tokens = 0, max_batch_requests = 0;
+  double max_wait_ms = 0, read_timeout_s = 30, shutdown_grace_s = 60;
+  std::string log_format = "text", log_level = "info";
+};
+
+void log_line(const ServeArgs& a, const std::string& level, const std::string& msg) {
+  if (a.log_format == "json") {
+    std::string m;
+    for (char c : msg) {
+      if (c == '"' || c == '\\') m += '\\';
+      m += c;
+    }
+    std::fprintf(stderr, "{\"level\":\"%s\",\"message\":\"%s\"}\n", level.c_str(), m.c_str());
+  } else {
+    std::fprintf(stderr, "%s %s\n", level.c_str(), msg.c_str());
+  }
+}
+
+int serve(ServeArgs& a) {
+  // Signals are taken by sigwait in this thread only: block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (a.http.threads <= 0) a.http.threads = 1;
+  if (a.service.tokenization_workers <= 0)
+    a.service.tokenization_workers = int(std::max(1u, std::thread::hardware_concurrency()));
+  a.http.read_timeout = std::chrono::milliseconds(int64_t(a.read_timeout_s * 1000));
+  a.service.model_id = a.model.model;
+  a.service.log_requests = a.log_level == "info" || a.log_level == "debug";
+  a.service.log_json = a.log_format == "json";
+  if (a.max_batch_tokens) a.model.batch_tokens = a.max_batch_tokens;
+
+  server::EmbeddingService service(a.service);
+  server::HttpServer http(a.http, [&service](server::HttpRequest&& r, server::Responder respond,
+                                             std::shared_ptr<std::atomic<bool>> gone) {
+    service.handle(std::move(r), std::move(respond), std::move(gone));
+  });
+  http.start();
+  log_line(a, "INFO", "listening on http://" + a.http.host + ":" + std::to_string(http.port()) + " (loading " +
+                          a.model.model + ")");
+
+  const auto t0 = std::chrono::steady_clock::now();
+  EmbeddingEngine engine(a.model);
+  BatcherOptions bo;
+  bo.max_batch_tokens = engine.batch_tokens();
+  bo.max_batch_requests = a.max_batch_requests;
+  bo.max_wait = std::chrono::microseconds(int64_t(a.max_wait_ms * 1000));
+  bo.max_inputs = a.service.max_concurrent_inputs;
+  server::Metrics& m = service.metrics();
+  Batcher batcher(engine, bo, [&m](size_t inputs, size_t tokens, double s) {
+    m.batch_inference_count++;
+    m.batch_inference_success++;
+    m.batch_size.observe(double(inputs));
+    m.batch_tokens.observe(double(tokens));
+    m.batch_inference_duration.observe(s);
+  });
+  service.attach(engine, batcher);
+  const ModelInfo info = engine.info();
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "ready in %.2f s: %s on %s, %zu dims, max %zu tokens/input, batches of %zu tokens",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), info.architecture.c_str(),
+                info.device.c_str(), info.dim, info.max_seq_length, bo.max_batch_tokens);
+  log_line(a, "INFO", buf);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  log_line(a, "INFO", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                          ": no new connections; finishing " + std::to_string(http.requests_in_flight()) +
+                          " accepted requests");
+  http.drain(std::chrono::milliseconds(int64_t(a.shutdown_grace_s * 1000)));
+  const size_t left = http.requests_in_flight();
+  http.stop();
+  batcher.wait_idle();
+  service.join_workers();
+  if (left) {
+    log_line(a, "WARN", std::to_string(left) + " requests were still running after the grace period");
+    return 1;
+  }
+  log_line(a, "INFO", "all requests answered; bye");
+  return 0;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, std::function<int()>& run) {
+  auto* cmd = app.add_subcommand("serve", "HTTP server: TEI- and OpenAI-compatible embedding routes with adaptive batching");
+  auto a = std::make_shared<ServeArgs>();
+  a->service.max_concurrent_inputs = 8192;
+  a->service.tokenization_workers = 0;
+  cmd->add_option("-m,--model", a->model.model,
+                  "Model directory, or hub id resolved offline from EmbedKit's store and the HF cache")
+      ->capture_default_str();
+  cmd->add_option("--device", a->model.device, "cpu | cuda | auto")->capture_default_str();
+  cmd->add_option("--dtype", a->model.dtype, "auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32")->capture_default_str();
+  cmd->add_option("-t,--threads", a->model.threads, "CPU threads for the model (0 = all cores)")->capture_default_str();
+  cmd->add_option("--host", a->http.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("-p,--port", a->http.port, "Port to listen on (0 = any free port)")->capture_default_str();
+  cmd->add_option("--max-batch-tokens", a->max_batch_tokens,
+                  "Token budget of one model batch (0 = auto: CPU 8192, GPU 65536)")
+      ->capture_default_str();
+  cmd->add_option("--max-batch-requests", a->max_batch_requests, "Inputs per model batch (0 = no limit)")
+      ->capture_default_str();
+  cmd->add_option("--max-wait", a->max_wait_ms,
+                  "Milliseconds a partial batch may wait for more inputs when the model is free (0 = dispatch at once)")
+      ->capture_default_str();
+  cmd->add_option("--max-concurrent-inputs", a->service.max_concurrent_inputs,
+                  "Inputs queued or running at once; beyond it requests get 429")
+      ->capture_default_str();
+  cmd->add_option("--max-client-batch-size", a->service.max_client_batch_size, "Inputs per request (more: 422)")
+      ->capture_default_str();
+  cmd->add_option("--payload-limit", a->http.payload_limit, "Largest request body in bytes (more: 413)")->capture_default_str();
+  cmd->add_option("--read-timeout", a->read_timeout_s,
+                  "Seconds a connection may take to send a whole request, keep-alive idle time included")
+      ->capture_default_str();
+  cmd->add_option("--shutdown-grace", a->shutdown_grace_s, "Seconds to finish accepted requests after SIGTERM")
+      ->capture_default_str();
+  cmd->add_flag("--auto-truncate", a->service.auto_truncate,
+                "Truncate inputs longer than the model's maximum when the request does not say (TEI's flag)");
+  cmd->add_option("--api-key", a->service.api_key, "Require \"Authorization: Bearer KEY\" on inference routes")
+      ->envname("EMBEDKIT_API_KEY");
+  cmd->add_option("--tokenization-workers", a->service.tokenization_workers,
+                  "Threads that tokenize and format responses (0 = one per core)")
+      ->capture_default_str();
+  cmd->add_option("--http-threads", a->http.threads, "Threads for HTTP I/O")->capture_default_str();
+  cmd->add_option("--log-format", a->log_format, "text | json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  cmd->add_option("--log-level", a->log_level, "info (a line per request) | warn")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  cmd->callback([a, &run] { run = [a] { return serve(*a); }; });
+}
+
+}  // namespace embedkit

@@ -1,0 +1,119 @@
+// Adaptive batcher: turns a stream of small requests (many connections, one or a few texts each)
+// into full, well-shaped model batches.
+//
+//   submit(job) ─▶ pending items (one per input, oldest first)
+//                    │ assembler thread: moves items that fit into the *next* batch while the
+//                    │ current one runs (token budget + max requests; an item that does not fit
+//                    │ is skipped, not a wall: shorter ones behind it still go in)
+//                    ▼
+//                 next batch ─▶ executor thread: EmbeddingEngine::run → finish → job rows;
+//                                a job whose last input is done gets its on_done callback.
+//
+// Dispatch is immediate when the executor is free (an optional max_wait lets a batch that is
+// not yet full wait for company). Backpressure: submit() refuses a job that would take the
+// inputs in flight past max_inputs. A cancelled job (client gone) has its queued inputs dropped.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <list>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pipeline/engine.h"
+
+namespace embedkit {
+
+struct BatcherOptions {
+  size_t max_batch_tokens = 0;        // 0 = the engine's budget
+  size_t max_batch_requests = 0;      // inputs per batch; 0 = no limit
+  std::chrono::microseconds max_wait{0};  // how long a partial batch may wait for more inputs
+  size_t max_inputs = 0;              // inputs queued or running at once; 0 = no limit
+};
+
+// One request's inputs and where their embeddings go.
+struct EmbedJob {
+  using Clock = std::chrono::steady_clock;
+  std::vector<Encoding> inputs;
+  int32_t pool_skip = 0;   // prompt tokens excluded from pooling (same prompt for the whole job)
+  bool normalize = true;
+  size_t dims = 0;         // output dimensions (≤ the engine's full_dim)
+  std::vector<float> out;  // [inputs, dims], filled by the batcher
+  std::atomic<bool> cancelled{false};
+  std::shared_ptr<std::atomic<bool>> client_gone;  // set by the server when the client leaves
+  bool dropped() const { return cancelled.load(std::memory_order_relaxed) || (client_gone && client_gone->load()); }
+  // Called once, from the executor thread, when every input is done (or the job failed: error
+  // non-empty). Keep it short: hand the job to another thread for formatting.
+  std::function<void(const std::shared_ptr<EmbedJob>&)> on_done;
+  std::string error;
+
+  // Timings, filled by the batcher.
+  Clock::time_point enqueued, first_batch_start, last_batch_end;
+  double inference_s = 0;  // sum of the run() times of the batches this job's inputs were in
+  size_t tokens() const {
+    size_t t = 0;
+    for (auto& e : inputs) t += e.size();
+    return t;
+  }
+
+ private:
+  friend class Batcher;
+  size_t remaining_ = 0;  // guarded by Batcher::mu_
+};
+
+struct BatcherStats {  // a snapshot, for /metrics and logs
+  size_t queued_inputs = 0, running_inputs = 0, batches = 0, batch_inputs = 0, batch_tokens = 0;
+};
+
+class Batcher {
+ public:
+  // `on_batch(inputs, tokens, seconds)` after every batch (metrics); may be empty.
+  Batcher(EmbeddingEngine& engine, BatcherOptions options,
+          std::function<void(size_t, size_t, double)> on_batch = {});
+  ~Batcher();  // finishes every accepted job, then stops the threads
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Queues a job; false (nothing queued) when it would exceed max_inputs. Jobs with no inputs
+  // complete at once.
+  bool submit(const std::shared_ptr<EmbedJob>& job);
+  // Blocks until nothing is queued or running.
+  void wait_idle();
+  BatcherStats stats() const;
+  const BatcherOptions& options() const { return opt_; }
+
+ private:
+  struct Item {
+    std::shared_ptr<EmbedJob> job;
+    uint32_t index;  // input within the job
+  };
+  struct Batch {
+    std::vector<Item> items;
+    size_t tokens = 0;
+    EmbedJob::Clock::time_point oldest;
+  };
+  void assembler_loop();
+  void executor_loop();
+  bool fill_next_locked();  // moves fitting pending items into next_; true if any moved
+  void complete_locked(const std::shared_ptr<EmbedJob>& job, std::vector<std::shared_ptr<EmbedJob>>& done);
+
+  EmbeddingEngine& engine_;
+  BatcherOptions opt_;
+  std::function<void(size_t, size_t, double)> on_batch_;
+
+  mutable std::mutex mu_;
+  std::condition_variable assembler_cv_, executor_cv_, idle_cv_;
+  std::list<Item> pending_;  // oldest first
+  bool dirty_ = false;        // pending_ grew or next_ was taken: the assembler has work
+  Batch next_;
+  size_t in_flight_inputs_ = 0, running_inputs_ = 0, batches_ = 0, batch_inputs_ = 0, batch_tokens_total_ = 0;
+  bool stopping_ = false;
+  std::thread assembler_, executor_;
+};
+
+}  // namespace embedkit
