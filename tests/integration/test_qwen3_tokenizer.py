@@ -93,14 +93,20 @@ def test_qwen3_ids_and_offsets_match_hf_tokenizers(embedkit_bin, qwen3_tokenizer
     assert all(r.ids[-1] == 151643 for r in refs)
 
 
-def test_gpt2_style_byte_level_matches_hf_tokenizers(embedkit_bin, qwen3_tokenizer_dir, corpus_lines, tmp_path):
-    """Same vocabulary, GPT-2's layout: ByteLevel(use_regex=true) alone, no normalizer, ByteLevel
-    post-processor with trim_offsets (what GPT-2/RoBERTa files use)."""
+@pytest.mark.parametrize("post_processor", ["ByteLevel", "RobertaProcessing"])
+def test_gpt2_style_byte_level_matches_hf_tokenizers(embedkit_bin, qwen3_tokenizer_dir, corpus_lines, tmp_path,
+                                                     post_processor):
+    """Same vocabulary, GPT-2's layout: ByteLevel(use_regex=true) alone, no normalizer, and a
+    ByteLevel (GPT-2) or RobertaProcessing (RoBERTa: <s> A </s>) post-processor with trim_offsets."""
     cfg = json.loads((qwen3_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
     cfg["normalizer"] = None
     cfg["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    cfg["post_processor"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    cfg["added_tokens"] = cfg["added_tokens"][:1]
+    if post_processor == "ByteLevel":
+        cfg["post_processor"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    else:
+        cfg["post_processor"] = {"type": "RobertaProcessing", "sep": ["<|im_end|>", 151645], "cls": ["<|im_start|>", 151644],
+                                 "trim_offsets": True, "add_prefix_space": False}
+    cfg["added_tokens"] = cfg["added_tokens"][:3]
     path = tmp_path / "gpt2-style.json"
     path.write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
     compare(embedkit_bin, path, corpus_lines[:5000] + generated_lines(1000, seed=1), tmp_path)
