@@ -109,7 +109,6 @@ class Regex {
       pcre2_match_data* md = nullptr;
       pcre2_match_context* ctx = nullptr;
       pcre2_jit_stack* stack = nullptr;
-      const pcre2_code* owner = nullptr;
       ~PerThread() {
         if (md) pcre2_match_data_free(md);
         if (ctx) pcre2_match_context_free(ctx);
@@ -121,11 +120,7 @@ class Regex {
       pt.ctx = pcre2_match_context_create(nullptr);
       pt.stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
       pcre2_jit_stack_assign(pt.ctx, nullptr, pt.stack);
-    }
-    if (pt.owner != code_) {  // ovector size depends on the pattern's groups
-      if (pt.md) pcre2_match_data_free(pt.md);
-      pt.md = pcre2_match_data_create_from_pattern(code_, nullptr);
-      pt.owner = code_;
+      pt.md = pcre2_match_data_create(1, nullptr);  // only the whole match is read (rc 0 = groups not stored)
     }
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
     size_t pos = 0;
@@ -190,21 +185,25 @@ void regex_split(const Regex& re, SplitBehavior behavior, const NormalizedText& 
       for (size_t k = 0; k < pieces.size(); ++k)
         if (!is_match[k]) words.push_back(pieces[k]);
       break;
-    case SplitBehavior::MergedWithPrevious: {  // a match joins the piece before it (if any)
+    case SplitBehavior::MergedWithPrevious: {  // a match joins the piece before it, unless that is a match too
       const size_t first = words.size();
+      bool previous_match = false;
       for (size_t k = 0; k < pieces.size(); ++k) {
-        if (is_match[k] && words.size() > first) words.back().second = pieces[k].second;
+        if (is_match[k] && !previous_match && words.size() > first) words.back().second = pieces[k].second;
         else words.push_back(pieces[k]);
+        previous_match = is_match[k];
       }
       break;
     }
-    case SplitBehavior::MergedWithNext: {  // a match joins the piece after it
-      bool carry = false;
-      for (size_t k = 0; k < pieces.size(); ++k) {
-        if (carry) words.back().second = pieces[k].second;
-        else words.push_back(pieces[k]);
-        carry = is_match[k];
+    case SplitBehavior::MergedWithNext: {  // a match joins the piece after it, unless that is a match too
+      std::vector<std::pair<uint32_t, uint32_t>> rev;
+      bool next_match = false;
+      for (size_t k = pieces.size(); k-- > 0;) {
+        if (is_match[k] && !next_match && !rev.empty()) rev.back().first = pieces[k].first;
+        else rev.push_back(pieces[k]);
+        next_match = is_match[k];
       }
+      words.insert(words.end(), rev.rbegin(), rev.rend());
       break;
     }
   }

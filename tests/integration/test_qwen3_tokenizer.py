@@ -110,3 +110,17 @@ def test_gpt2_style_byte_level_matches_hf_tokenizers(embedkit_bin, qwen3_tokeniz
     path = tmp_path / "gpt2-style.json"
     path.write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
     compare(embedkit_bin, path, corpus_lines[:5000] + generated_lines(1000, seed=1), tmp_path)
+
+
+@pytest.mark.parametrize("behavior", ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext"])
+@pytest.mark.parametrize("pattern", [{"String": "-"}, {"Regex": r"\s+|-+"}, {"String": "a.b"}])
+def test_split_behaviors_match_hf_tokenizers(embedkit_bin, qwen3_tokenizer_dir, tmp_path, behavior, pattern):
+    """Split's delimiter behaviours (a delimiter next to another keeps its own piece when merging)."""
+    cfg = json.loads((qwen3_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    cfg["pre_tokenizer"]["pretokenizers"][0] = {"type": "Split", "pattern": pattern, "behavior": behavior,
+                                                "invert": False}
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
+    texts = ["the-final--countdown", "-lead and trail-", "--", "a.b a.ba.b axb", "x - y  -  z\t-\n", "no delimiter",
+             "é-ü--日本-"]
+    compare(embedkit_bin, path, texts, tmp_path)
