@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include "models/bert.h"
 #include "util/error.h"
 
 namespace embedkit {
@@ -93,11 +92,6 @@ void Qwen3Model::forward(const PackedBatch& batch, std::vector<float>& hidden) {
     cpu::linear_accumulate(act_.data(), T, I, L.w_down.data(), d, hidden.data());
   }
   cpu::rms_norm(hidden.data(), T, d, d, w_.norm.data(), eps, hidden.data(), d);
-}
-
-std::unique_ptr<TextModel> load_text_model(const TransformerConfig& cfg, const WeightStore& weights) {
-  if (cfg.model_type == "qwen3") return std::make_unique<Qwen3Model>(cfg, weights);
-  return std::make_unique<BertModel>(cfg, weights);
 }
 
 }  // namespace embedkit
