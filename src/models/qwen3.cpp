@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ops/cpu_ops.h"
 #include "util/error.h"
 
 namespace embedkit {
