@@ -80,8 +80,15 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
   model_ = load_text_model(files_.config, *weights_);
   device_ = "cpu fp32";
   // Default budgets measured: CPU throughput is flat from 4k to 16k tokens (docs/benchmarks.md);
-  // on the H100 64k tokens per pass is fastest (bench/gpu_vs_pytorch.py budget sweep).
+  // on the H100 64k tokens per pass is fastest (bench/gpu_vs_pytorch.py budget sweep). A GPU
+  // with less free memory gets the budget whose activations fit in half of it (fp16: the
+  // qkv, context, two hidden and the FFN buffers per token).
   batch_tokens_ = opt.batch_tokens ? opt.batch_tokens : (gpu ? 65536 : 8192);
+  if (gpu && !opt.batch_tokens) {
+    const size_t per_token = 2 * size_t(6 * files_.config.hidden_size + files_.config.intermediate_size) + 64;
+    const size_t free_b = cuda::free_memory_bytes();
+    if (free_b) batch_tokens_ = std::clamp<size_t>(free_b / 2 / per_token / 1024 * 1024, 2048, 65536);
+  }
   if (gpu) {
     auto p = opt.dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
     gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, dynamic_cast<BertModel&>(*model_).weights(), p, batch_tokens_);

@@ -62,7 +62,7 @@ bool Batcher::fill_next_locked() {
   const size_t budget = opt_.max_batch_tokens;
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests) break;
-    if (next_.tokens + 2 > budget) break;  // nothing shorter than [CLS] [SEP] fits
+    if (!next_.items.empty() && next_.tokens + 2 > budget) break;  // nothing shorter than [CLS] [SEP] fits
     EmbedJob& job = *it->job;
     if (job.dropped()) {  // client gone or job failed: drop
       complete_locked(it->job, dropped_done);

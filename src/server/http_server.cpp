@@ -294,7 +294,9 @@ void HttpServer::drain(std::chrono::milliseconds grace) {
   for (auto& sp : live) sp->close_if_idle();
   live.clear();
   std::unique_lock<std::mutex> l(s.mu);
-  s.cv.wait_for(l, grace, [&] { return s.in_flight == 0 && s.sessions.empty(); });
+  auto all_done = [&] { return s.in_flight == 0 && s.sessions.empty(); };
+  if (grace == std::chrono::milliseconds::max()) s.cv.wait(l, all_done);  // now + max would overflow
+  else s.cv.wait_for(l, grace, all_done);
 }
 
 void HttpServer::stop() {
