@@ -124,6 +124,35 @@ async def run_level(args, texts, check, conc, batch):
     return stats, wall
 
 
+def _level_in_process(job):
+    """One process's share of a level (--processes): returns plain data for aggregation."""
+    args, texts, check, conc, batch = job
+    stats, wall = asyncio.run(run_level(args, texts, check, conc, batch))
+    return dict(lat=stats.lat, texts=stats.texts, tokens=stats.tokens, errors=stats.errors,
+                mismatch=stats.mismatch, refused=stats.refused_after_sigterm, wall=wall)
+
+
+def run_level_processes(args, texts, check, conc, batch):
+    procs = max(1, min(args.processes, conc))
+    shares = [conc // procs + (1 if i < conc % procs else 0) for i in range(procs)]
+    if procs == 1:
+        parts = [_level_in_process((args, texts, check, conc, batch))]
+    else:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(procs) as pool:
+            parts = pool.map(_level_in_process, [(args, texts, check, c, batch) for c in shares])
+    stats = Stats()
+    for p in parts:
+        stats.lat += p["lat"]
+        stats.texts += p["texts"]
+        stats.tokens += p["tokens"]
+        stats.mismatch += p["mismatch"]
+        stats.refused_after_sigterm += p["refused"]
+        for k, v in p["errors"].items():
+            stats.errors[k] = stats.errors.get(k, 0) + v
+    return stats, max(p["wall"] for p in parts)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", required=True)
@@ -136,6 +165,7 @@ def main():
     ap.add_argument("--route", choices=["tei", "openai"], default="tei")
     ap.add_argument("--sigterm-after", type=float)
     ap.add_argument("--server-pid", type=int)
+    ap.add_argument("--processes", type=int, default=1, help="client processes sharing the connections")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     texts = open(args.texts, encoding="utf-8").read().split("\n")
@@ -155,7 +185,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for conc in [int(x) for x in args.concurrency.split(",")]:
         for batch in [int(x) for x in args.batch.split(",")]:
-            stats, wall = asyncio.run(run_level(args, texts, check, conc, batch))
+            stats, wall = run_level_processes(args, texts, check, conc, batch)
             n = len(stats.lat)
             p50 = statistics.median(stats.lat) * 1000 if n else float("nan")
             p99 = (sorted(stats.lat)[int(0.99 * (n - 1))] * 1000) if n else float("nan")

@@ -76,6 +76,28 @@ for s in $stages; do
         summary+=("e2e-cli $fmt: $(grep -E 'embed total|wall' "$OUT/e2e_cli_$fmt.log" | tr -s ' ' | tr '\n' ';')")
       done
       ;;
+    serve)
+      # Server vs offline on the same texts (issue 4): offline `embedkit embed --device cuda`, then
+      # `embedkit serve --device cuda` under loopback load (bench/server_load.py, every result
+      # checked against the offline embeddings), concurrency ${SERVE_CONC:-64,256,1024}.
+      grep -v '^[[:space:]]*$' $D/lines.txt | head -n ${SERVE_TEXTS:-100000} > /tmp/serve_texts.txt
+      $D/bin/embedkit embed -m $M/minilm --device cuda -i /tmp/serve_texts.txt -f npy -o /tmp/serve_offline.npy \
+        --timings 2>&1 | tee "$OUT/serve_offline.log" | grep -E "embed total"
+      summary+=("serve offline: $(grep -E 'embed total' "$OUT/serve_offline.log" | tr -s ' ')")
+      $D/bin/embedkit serve -m $M/minilm --device cuda --port 18080 --log-level warn --auto-truncate \
+        --http-threads ${SERVE_HTTP_THREADS:-4} > "$OUT/serve.log" 2>&1 &
+      spid=$!
+      for _ in $(seq 200); do curl -sf localhost:18080/health >/dev/null && break; sleep 0.1; done
+      for route in ${SERVE_ROUTES:-openai tei}; do
+        python3 bench/server_load.py --url http://127.0.0.1:18080 --texts /tmp/serve_texts.txt --check /tmp/serve_offline.npy \
+          --concurrency ${SERVE_CONC:-64,256,1024} --batch 1,32 --duration ${SERVE_SECS:-10} --route $route \
+          --processes ${SERVE_PROCS:-8} --json "$OUT/serve_$route.json" 2>&1 | tee "$OUT/serve_load_$route.log"
+        summary+=("$(grep '^|' "$OUT/serve_load_$route.log")")
+      done
+      curl -s localhost:18080/metrics | grep -E "^te_(request_count|embed_count|batch_next_size_(sum|count)|batch_next_tokens_sum)" | tee "$OUT/serve_metrics.txt"
+      kill -TERM $spid; wait $spid; echo "server exit code $?"
+      summary+=("serve metrics: $(tr '\n' ' ' < "$OUT/serve_metrics.txt")")
+      ;;
     torch-minilm|torch-bge)
       name=${s#torch-}
       [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }

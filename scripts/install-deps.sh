@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
 pkgs=(build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
-      libopenblas-openmp-dev libutf8proc-dev libsimdjson-dev libcli11-dev libboost1.81-dev
+      libopenblas-openmp-dev libutf8proc-dev libpcre2-dev libsimdjson-dev libcli11-dev libboost1.81-dev
       libgtest-dev libbenchmark-dev gettext python3 python3-pip unzip)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

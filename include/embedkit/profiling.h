@@ -8,7 +8,8 @@
 //
 // Phases of one embed() call (milliseconds, one sample per call):
 //   tokenize   tokenization on the critical path (the model waited for it)
-//   queue      batch formation: sort by length and pack under the token budget
+//   queue      sort by length, then time in the batcher outside the model: batch assembly,
+//              hand-offs, packing, rows finished (normalized) on the executor thread
 //   h2d        host→device copy        (GPU: CUDA events; 0 on the CPU)
 //   inference  the encoder's forward   (GPU: CUDA events; CPU: host clock around the forward)
 //   pool       pooling, Dense, normalize, truncation, rows back in input order

@@ -48,7 +48,7 @@ CallPhases phases_of(const EmbedTimings& t, size_t texts) {
   p.total = t.total_s * 1e3;
   // Only the first chunk's tokenization and the waits for later chunks hold the model up.
   p.tokenize = (t.tokenize_first_s + t.tokenize_wait_s) * 1e3;
-  p.queue = t.pack_s * 1e3;
+  p.queue = (t.pack_s + t.queue_s) * 1e3;
   p.device_timed = t.device_forward_ms > 0;
   if (p.device_timed) {
     p.h2d = t.device_h2d_ms;

@@ -206,6 +206,8 @@ int main(int argc, char** argv) {
   add_input_options(tok, tok_in);
   tok->add_flag("--raw", raw, "tokenizer.json alone: no strip, no prompt, no truncation (what HF tokenizers' encode gives)");
   tok->add_flag("--no-truncate", no_truncate, "Do not truncate at the model's max_seq_length");
+  std::string tokenizer_file;
+  tok->add_option("--tokenizer", tokenizer_file, "A tokenizer.json to use alone (implies --raw; no model needed)");
 
   // similarity
   auto* sim = app.add_subcommand("similarity", "Cosine similarity matrix between two sets of texts (or .npy embeddings)");
@@ -300,8 +302,13 @@ int main(int argc, char** argv) {
       if (texts.empty()) throw Error("no input texts: give TEXT arguments or --input FILE");
       std::unique_ptr<Tokenizer> raw_tok;
       std::unique_ptr<Embedder> emb;
-      emb = Embedder::load(opt);
-      if (raw) raw_tok = std::make_unique<Tokenizer>(Tokenizer::from_file(emb->info().dir + "/tokenizer.json"));
+      if (!tokenizer_file.empty()) {
+        raw = true;
+        raw_tok = std::make_unique<Tokenizer>(Tokenizer::from_file(tokenizer_file));
+      } else {
+        emb = Embedder::load(opt);
+        if (raw) raw_tok = std::make_unique<Tokenizer>(Tokenizer::from_file(emb->info().dir + "/tokenizer.json"));
+      }
       std::string line;
       for (size_t i = 0; i < texts.size(); ++i) {
         TokenizedText t;

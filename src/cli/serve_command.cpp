@@ -25,7 +25,7 @@ struct ServeArgs {
   server::HttpServerOptions http;
   server::ServiceOptions service;
   size_t max_batch_tokens = 0, max_batch_requests = 0;
-  double max_wait_ms = 0, read_timeout_s = 30, shutdown_grace_s = 60;
+  double max_wait_ms = 0, read_timeout_s = 30, shutdown_grace_s = 0;
   std::string log_format = "text", log_level = "info";
 };
 
@@ -97,7 +97,10 @@ int serve(ServeArgs& a) {
   log_line(a, "INFO", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
                           ": no new connections; finishing " + std::to_string(http.requests_in_flight()) +
                           " accepted requests");
-  http.drain(std::chrono::milliseconds(int64_t(a.shutdown_grace_s * 1000)));
+  // Grace 0: wait for every accepted request however long the queue is (an orchestrator that
+  // cannot wait that long sends SIGKILL on its own schedule).
+  http.drain(a.shutdown_grace_s > 0 ? std::chrono::milliseconds(int64_t(a.shutdown_grace_s * 1000))
+                                    : std::chrono::milliseconds::max());
   const size_t left = http.requests_in_flight();
   http.stop();
   batcher.wait_idle();
@@ -142,7 +145,7 @@ void add_serve_command(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--read-timeout", a->read_timeout_s,
                   "Seconds a connection may take to send a whole request, keep-alive idle time included")
       ->capture_default_str();
-  cmd->add_option("--shutdown-grace", a->shutdown_grace_s, "Seconds to finish accepted requests after SIGTERM")
+  cmd->add_option("--shutdown-grace", a->shutdown_grace_s, "Seconds to finish accepted requests after SIGTERM (0 = until all are answered)")
       ->capture_default_str();
   cmd->add_flag("--auto-truncate", a->service.auto_truncate,
                 "Truncate inputs longer than the model's maximum when the request does not say (TEI's flag)");

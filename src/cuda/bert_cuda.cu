@@ -34,6 +34,15 @@
 
 namespace embedkit::cuda {
 
+size_t free_memory_bytes() {
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return free_b;
+}
+
 bool available(std::string* why) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);

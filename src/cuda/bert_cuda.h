@@ -14,6 +14,8 @@ namespace embedkit::cuda {
 
 // True when this build has CUDA and a usable GPU; otherwise *why says what is missing.
 bool available(std::string* why);
+// Free memory on the current GPU in bytes (0 when unknown).
+size_t free_memory_bytes();
 
 enum class Precision { F16, BF16 };
 

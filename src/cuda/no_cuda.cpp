@@ -9,6 +9,8 @@ bool available(std::string* why) {
   return false;
 }
 
+size_t free_memory_bytes() { return 0; }
+
 struct BertEncoder::Impl {};
 BertEncoder::BertEncoder(const TransformerConfig&, const BertWeights&, Precision, size_t) {
   throw Error("CUDA backend not built");

@@ -91,20 +91,52 @@ static TransformerConfig read_config(const std::string& dir) {
       if (x.is_string()) { c.architecture = std::string(x.get_string().value_unsafe()); break; }
   }
   const bool bert_like = c.model_type == "bert" || c.model_type == "roberta" || c.model_type == "xlm-roberta";
-  if (!bert_like)
+  if (!bert_like && !c.is_decoder())
     throw Error(path + ": unsupported architecture (model_type \"" + c.model_type + "\", architectures \"" +
-                c.architecture + "\"); supported: bert, roberta, xlm-roberta");
+                c.architecture + "\"); supported: bert, roberta, xlm-roberta, qwen3");
   c.vocab_size = json::get_int(r, "vocab_size", path);
   c.hidden_size = json::get_int(r, "hidden_size", path);
   c.num_layers = json::get_int(r, "num_hidden_layers", path);
   c.num_heads = json::get_int(r, "num_attention_heads", path);
   c.intermediate_size = json::get_int(r, "intermediate_size", path);
   c.max_position_embeddings = json::get_int(r, "max_position_embeddings", path);
-  c.type_vocab_size = json::opt_int(r, "type_vocab_size", path).value_or(2);
-  c.pad_token_id = json::opt_int(r, "pad_token_id", path).value_or(0);
-  c.layer_norm_eps = json::opt_double(r, "layer_norm_eps", path).value_or(1e-12);
-  c.hidden_act = json::opt_string(r, "hidden_act", path).value_or("gelu");
-  if (c.model_type != "bert") c.position_offset = c.pad_token_id + 1;
+  if (c.is_decoder()) {
+    // Qwen3 (transformers' Qwen3Config): every shape the model needs must be in the file.
+    c.type_vocab_size = 0;
+    c.pad_token_id = 0;
+    c.num_kv_heads = json::get_int(r, "num_key_value_heads", path);
+    c.head_dim = json::get_int(r, "head_dim", path);
+    c.hidden_act = json::get_string(r, "hidden_act", path);
+    if (c.hidden_act != "silu") throw Error(path + ": \"hidden_act\" must be \"silu\" for qwen3, found \"" + c.hidden_act + "\"");
+    auto theta = json::opt_double(r, "rope_theta", path);
+    if (!theta) throw Error(path + ": missing number \"rope_theta\" (RoPE base)");
+    c.rope_theta = *theta;
+    auto eps = json::opt_double(r, "rms_norm_eps", path);
+    if (!eps) throw Error(path + ": missing number \"rms_norm_eps\"");
+    c.rms_norm_eps = *eps;
+    c.attention_bias = json::opt_bool(r, "attention_bias", path).value_or(false);
+    if (auto rs = json::field(r, "rope_scaling"); rs && !rs->is_null())
+      throw Error(path + ": \"rope_scaling\" is set; EmbedKit supports plain RoPE only (rope_scaling null)");
+    if (json::opt_bool(r, "use_sliding_window", path).value_or(false))
+      throw Error(path + ": \"use_sliding_window\": true is not supported (full causal attention only)");
+    if (!(c.rope_theta > 0)) throw Error(path + ": \"rope_theta\" must be positive");
+    if (!(c.rms_norm_eps > 0)) throw Error(path + ": \"rms_norm_eps\" must be positive");
+    auto in_range = [&](int64_t v, const char* name) {
+      if (v <= 0 || v > (1 << 20)) throw Error(path + ": \"" + std::string(name) + "\" must be in 1..2^20, found " + std::to_string(v));
+    };
+    in_range(c.num_kv_heads, "num_key_value_heads");
+    in_range(c.head_dim, "head_dim");
+    if (c.head_dim % 2 != 0) throw Error(path + ": \"head_dim\" must be even (RoPE rotates pairs), found " + std::to_string(c.head_dim));
+    if (c.num_heads % c.num_kv_heads != 0)
+      throw Error(path + ": num_attention_heads " + std::to_string(c.num_heads) + " is not a multiple of num_key_value_heads " +
+                  std::to_string(c.num_kv_heads));
+  } else {
+    c.type_vocab_size = json::opt_int(r, "type_vocab_size", path).value_or(2);
+    c.pad_token_id = json::opt_int(r, "pad_token_id", path).value_or(0);
+    c.layer_norm_eps = json::opt_double(r, "layer_norm_eps", path).value_or(1e-12);
+    c.hidden_act = json::opt_string(r, "hidden_act", path).value_or("gelu");
+    if (c.model_type != "bert") c.position_offset = c.pad_token_id + 1;
+  }
   auto positive = [&](int64_t v, const char* name) {
     if (v <= 0 || v > (1 << 20)) throw Error(path + ": \"" + std::string(name) + "\" must be in 1..2^20, found " + std::to_string(v));
   };
@@ -114,7 +146,7 @@ static TransformerConfig read_config(const std::string& dir) {
   positive(c.num_heads, "num_attention_heads");
   positive(c.intermediate_size, "intermediate_size");
   positive(c.max_position_embeddings, "max_position_embeddings");
-  if (c.hidden_size % c.num_heads != 0)
+  if (!c.is_decoder() && c.hidden_size % c.num_heads != 0)
     throw Error(path + ": hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
                 std::to_string(c.num_heads));
   if (c.position_offset >= c.max_position_embeddings) throw Error(path + ": pad_token_id leaves no positions");

@@ -38,6 +38,11 @@ struct TransformerConfig {  // config.json
   double layer_norm_eps = 1e-12;
   std::string hidden_act = "gelu";
   int64_t position_offset = 0;  // RoBERTa/XLM-R: positions start at pad_token_id + 1
+  // Decoder models (model_type "qwen3"): grouped-query attention, RoPE, RMSNorm.
+  int64_t num_kv_heads = 0, head_dim = 0;
+  double rope_theta = 0, rms_norm_eps = 0;
+  bool attention_bias = false;
+  bool is_decoder() const { return model_type == "qwen3"; }
 };
 
 struct ModelFiles {

@@ -9,19 +9,10 @@
 
 #include "loader/model_files.h"
 #include "loader/safetensors.h"
+#include "models/model.h"
 #include "ops/cpu_ops.h"
 
 namespace embedkit {
-
-// A packed batch: S sequences laid end to end, no padding.
-struct PackedBatch {
-  std::vector<int32_t> ids;        // [T]
-  std::vector<int32_t> type_ids;   // [T]
-  std::vector<int32_t> positions;  // [T] position within its sequence
-  std::vector<int32_t> cu_seqlens; // [S+1]
-  int64_t tokens() const { return int64_t(ids.size()); }
-  int64_t sequences() const { return int64_t(cu_seqlens.size()) - 1; }
-};
 
 // Encoder weights in fp32 on the host, as loaded (any backend converts from these).
 struct BertWeights {
@@ -37,12 +28,12 @@ struct BertWeights {
 
 cpu::Activation activation_from_config(const std::string& hidden_act);
 
-class BertModel {
+class BertModel final : public TextModel {
  public:
   BertModel(const TransformerConfig& cfg, const WeightStore& weights);
   // hidden[T, d] ← last hidden state for every token of the batch.
-  void forward(const PackedBatch& batch, std::vector<float>& hidden);
-  int64_t hidden_size() const { return cfg_.hidden_size; }
+  void forward(const PackedBatch& batch, std::vector<float>& hidden) override;
+  int64_t hidden_size() const override { return cfg_.hidden_size; }
   const BertWeights& weights() const { return w_; }
   const TransformerConfig& config() const { return cfg_; }
 

@@ -11,6 +11,7 @@
 #include "embedkit/embedkit.h"
 #include "embedkit/profiling.h"
 #include "pipeline/engine.h"
+#include "scheduler/batcher.h"
 #include "util/error.h"
 
 namespace embedkit {
@@ -67,14 +68,15 @@ class OfflineEmbedder final : public Embedder {
     }
   }
 
+  // Texts go through the same adaptive batcher as the server's requests: one job per chunk,
+  // its inputs longest first, so the batcher's oldest-first filling packs batches of similar
+  // lengths up to the token budget, and assembles batch k+1 while batch k runs.
   Embeddings embed(const std::vector<std::string>& texts, const std::function<void(size_t, size_t)>& progress) override {
     using Clock = std::chrono::steady_clock;
     auto secs = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
     const auto t_start = Clock::now();
     timings_ = EmbedTimings{};
-    const size_t n = texts.size(), out_dim = engine_.default_dim(), full_dim = engine_.full_dim();
-    const bool normalize = engine_.default_normalize();
-    const int32_t pool_skip = engine_.default_prompt().pool_skip;
+    const size_t n = texts.size(), out_dim = engine_.default_dim();
     Embeddings out;
     out.count = n;
     out.dim = out_dim;
@@ -82,79 +84,86 @@ class OfflineEmbedder final : public Embedder {
     out.token_counts.assign(n, 0);
     if (n == 0) return out;
 
-    // Work goes in chunks: while the model runs chunk c, chunk c+1 is tokenized on the other
-    // cores, so the device does not wait for the CPU. Within a chunk, texts run longest first
-    // so each batch holds similar lengths and the token budget is well used.
+    // Batch statistics arrive on the batcher's executor thread, right after each batch.
+    std::mutex stats_mu;
+    size_t done = 0;
+    batch_observer_ = [&](size_t inputs, size_t tokens, double seconds) {
+      std::lock_guard<std::mutex> lock(stats_mu);
+      const EngineRunTimes& rt = engine_.last_run_times();
+      timings_.device_h2d_ms += rt.h2d_ms;
+      timings_.device_forward_ms += rt.forward_ms;
+      timings_.device_pool_ms += rt.pool_ms;
+      timings_.device_d2h_ms += rt.d2h_ms;
+      timings_.encode_s += seconds;
+      // For EmbedBench's phase split (include/embedkit/profiling.h).
+      timings_.pack_s += rt.pack_ms * 1e-3;
+      timings_.cpu_forward_s += rt.cpu_forward_ms * 1e-3;
+      timings_.cpu_pool_s += rt.cpu_pool_ms * 1e-3;
+      timings_.device_graph_batches += rt.graph_replay ? 1 : 0;
+      if (engine_.on_gpu())
+        timings_.device_launch_s +=
+            seconds - 1e-3 * (rt.pack_ms + rt.cpu_pool_ms + rt.h2d_ms + rt.forward_ms + rt.pool_ms + rt.d2h_ms);
+      timings_.tokens += tokens;
+      timings_.batches += 1;
+      done += inputs;
+      if (progress) progress(done, n);
+    };
+    if (!batcher_) {
+      BatcherOptions bo;
+      bo.max_batch_tokens = engine_.batch_tokens();
+      batcher_ = std::make_unique<Batcher>(engine_, bo, [this](size_t i, size_t t, double s) {
+        if (batch_observer_) batch_observer_(i, t, s);
+      });
+    }
+
+    // On the GPU, chunk c+1 is tokenized on the CPU while the model runs chunk c; on the CPU the
+    // cores are the model's, so everything is tokenized first.
     const size_t chunk = engine_.on_gpu() ? kGpuChunkTexts : n;
     std::vector<Encoding> enc(n);
     auto t0 = Clock::now();
     tokenize_range(texts, 0, std::min(chunk, n), enc);
     timings_.tokenize_s += secs(t0, Clock::now());
     timings_.tokenize_first_s = timings_.tokenize_s;
-
-    std::vector<const Encoding*> seqs;
-    std::vector<int32_t> skip;
-    std::vector<float> rows;
-    std::vector<size_t> order;
-    size_t done = 0;
     for (size_t c0 = 0; c0 < n; c0 += chunk) {
       const size_t c1 = std::min(n, c0 + chunk);
-      std::future<double> next;
-      if (c1 < n)
-        next = std::async(std::launch::async, [&, c1] {
-          auto a = Clock::now();
-          tokenize_range(texts, c1, std::min(n, c1 + chunk), enc);
-          return secs(a, Clock::now());
-        });
       const auto t_sort = Clock::now();
-      order.resize(c1 - c0);
+      std::vector<size_t> order(c1 - c0);
       std::iota(order.begin(), order.end(), c0);
       std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return enc[a].size() > enc[b].size(); });
-      for (size_t i = c0; i < c1; ++i) out.token_counts[i] = uint32_t(enc[i].size());
+      auto job = std::make_shared<EmbedJob>();
+      job->inputs.reserve(order.size());
+      for (size_t i : order) {
+        out.token_counts[i] = uint32_t(enc[i].size());
+        job->inputs.push_back(std::move(enc[i]));
+      }
+      job->pool_skip = engine_.default_prompt().pool_skip;
+      job->normalize = engine_.default_normalize();
+      job->dims = out_dim;
+      std::promise<void> finished;
+      job->on_done = [&finished](const std::shared_ptr<EmbedJob>&) { finished.set_value(); };
       timings_.pack_s += secs(t_sort, Clock::now());
-
-      for (size_t start = 0; start < order.size();) {
-        // Fill a batch under the token budget (at least one sequence).
-        const auto t_pack = Clock::now();
-        size_t end = start, tokens = 0;
-        while (end < order.size() && (end == start || tokens + enc[order[end]].size() <= engine_.batch_tokens()))
-          tokens += enc[order[end++]].size();
-        seqs.clear();
-        for (size_t k = start; k < end; ++k) seqs.push_back(&enc[order[k]]);
-        skip.assign(seqs.size(), pool_skip);
-        rows.resize(seqs.size() * full_dim);
-        timings_.pack_s += secs(t_pack, Clock::now());
-        const auto te = Clock::now();
-        engine_.run(seqs.data(), skip.data(), seqs.size(), rows.data());
-        const auto tp = Clock::now();
-        timings_.encode_s += secs(te, tp);
-        const EngineRunTimes& rt = engine_.last_run_times();
-        timings_.device_h2d_ms += rt.h2d_ms;
-        timings_.device_forward_ms += rt.forward_ms;
-        timings_.device_pool_ms += rt.pool_ms;
-        timings_.device_d2h_ms += rt.d2h_ms;
-        timings_.pack_s += rt.pack_ms * 1e-3;
-        timings_.cpu_forward_s += rt.cpu_forward_ms * 1e-3;
-        timings_.cpu_pool_s += rt.cpu_pool_ms * 1e-3;
-        timings_.device_graph_batches += rt.graph_replay ? 1 : 0;
-        if (engine_.on_gpu())
-          timings_.device_launch_s += secs(te, tp) - 1e-3 * (rt.pack_ms + rt.cpu_pool_ms + rt.h2d_ms + rt.forward_ms +
-                                                             rt.pool_ms + rt.d2h_ms);
-        for (size_t s = 0; s < seqs.size(); ++s)
-          engine_.finish(rows.data() + s * full_dim, normalize, out_dim, out.data.data() + order[start + s] * out_dim);
-        timings_.postprocess_s += secs(tp, Clock::now());
-        timings_.tokens += tokens;
-        timings_.batches += 1;
-        done += end - start;
-        if (progress) progress(done, n);
-        start = end;
+      batcher_->submit(job);
+      Clock::time_point tokenized{};
+      if (c1 < n) {
+        const auto a = Clock::now();
+        tokenize_range(texts, c1, std::min(n, c1 + chunk), enc);
+        tokenized = Clock::now();
+        timings_.tokenize_s += secs(a, tokenized);
       }
-      if (next.valid()) {
-        const auto tw = Clock::now();
-        timings_.tokenize_s += next.get();  // rethrows a tokenization error
-        timings_.tokenize_wait_s += secs(tw, Clock::now());
-      }
+      finished.get_future().wait();
+      // Time in the batcher outside run(): assembly, hand-offs, rows finished on the executor
+      // (up to the last batch when this thread was busy tokenizing the next chunk meanwhile).
+      const auto t_back = c1 < n ? job->last_batch_end : Clock::now();
+      timings_.queue_s += std::max(0.0, secs(job->enqueued, t_back) - job->inference_s);
+      // The model idles when the next chunk's tokens come after this chunk's last batch.
+      if (c1 < n && tokenized > job->last_batch_end) timings_.tokenize_wait_s += secs(job->last_batch_end, tokenized);
+      if (!job->error.empty()) throw Error(job->error);
+      const auto tp = Clock::now();
+      for (size_t k = 0; k < order.size(); ++k)
+        std::copy_n(job->out.data() + k * out_dim, out_dim, out.data.data() + order[k] * out_dim);
+      timings_.postprocess_s += secs(tp, Clock::now());
     }
+    batch_observer_ = nullptr;
     timings_.total_s = secs(t_start, Clock::now());
     detail::record_embed_call(timings_, n);
     return out;
@@ -165,6 +174,8 @@ class OfflineEmbedder final : public Embedder {
 
  private:
   EmbeddingEngine engine_;
+  std::unique_ptr<Batcher> batcher_;  // started on the first embed(); after engine_ so it stops first
+  std::function<void(size_t, size_t, double)> batch_observer_;
   EmbedTimings timings_;
   static constexpr size_t kGpuChunkTexts = 16384;
 };

@@ -21,26 +21,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// sentence-transformers Transformer.tokenize: str(text).strip() (Python whitespace).
-std::string_view py_strip(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e) {
-    size_t i = b;
-    int32_t cp = utf8::decode(s, i);
-    if (cp < 0 || !unicode::is_python_space(cp)) break;
-    b = i;
-  }
-  while (e > b) {
-    size_t k = e - 1;
-    while (k > b && (static_cast<unsigned char>(s[k]) & 0xC0) == 0x80) --k;
-    size_t i = k;
-    int32_t cp = utf8::decode(s, i);
-    if (cp < 0 || i != e || !unicode::is_python_space(cp)) break;
-    e = k;
-  }
-  return s.substr(b, e - b);
-}
-
 // Keeps the last `keep` non-special tokens (HF truncation_side="left": tokens are cut before the
 // post-processor adds the special tokens, so the specials survive).
 void truncate_left(Encoding& e, size_t max_length) {
@@ -70,7 +50,7 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
   if (opt.dtype != "auto" && opt.dtype != "fp16" && opt.dtype != "bf16" && opt.dtype != "fp32")
     throw Error("--dtype \"" + opt.dtype + "\": expected auto, fp16, bf16 or fp32");
   std::string why;
-  const bool gpu = opt.device == "cuda" || (opt.device == "auto" && opt.dtype != "fp32" && cuda::available(&why));
+  bool gpu = opt.device == "cuda" || (opt.device == "auto" && opt.dtype != "fp32" && cuda::available(&why));
   if (opt.device == "cuda" && !cuda::available(&why)) throw Error("--device cuda: " + why);
   if (gpu && opt.dtype == "fp32")
     throw Error("--dtype fp32 is not available on the GPU yet; use fp16 or bf16 there, or --device cpu");
@@ -91,14 +71,28 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
     throw Error(tok.string() + ": tokenizer has ids up to " + std::to_string(tokenizer_->vocab_size() - 1) +
                 " but config.json vocab_size is " + std::to_string(files_.config.vocab_size));
   weights_ = std::make_unique<WeightStore>(WeightStore::open_dir(files_.transformer_dir));
-  model_ = std::make_unique<BertModel>(files_.config, *weights_);
+  if (gpu && files_.config.is_decoder()) {  // the CUDA backend runs BERT-family encoders only, so far
+    if (opt.device == "cuda")
+      throw Error("--device cuda: " + files_.config.model_type + " models run on the CPU only in this version; use --device cpu");
+    if (opt.dtype == "fp16" || opt.dtype == "bf16")
+      throw Error("--dtype " + opt.dtype + ": " + files_.config.model_type + " models run on the CPU (fp32) only in this version");
+    gpu = false;
+  }
+  model_ = load_text_model(files_.config, *weights_);
   device_ = "cpu fp32";
   // Default budgets measured: CPU throughput is flat from 4k to 16k tokens (docs/benchmarks.md);
-  // on the H100 64k tokens per pass is fastest (bench/gpu_vs_pytorch.py budget sweep).
+  // on the H100 64k tokens per pass is fastest (bench/gpu_vs_pytorch.py budget sweep). A GPU
+  // with less free memory gets the budget whose activations fit in half of it (fp16: the
+  // qkv, context, two hidden and the FFN buffers per token).
   batch_tokens_ = opt.batch_tokens ? opt.batch_tokens : (gpu ? 65536 : 8192);
+  if (gpu && !opt.batch_tokens) {
+    const size_t per_token = 2 * size_t(6 * files_.config.hidden_size + files_.config.intermediate_size) + 64;
+    const size_t free_b = cuda::free_memory_bytes();
+    if (free_b) batch_tokens_ = std::clamp<size_t>(free_b / 2 / per_token / 1024 * 1024, 2048, 65536);
+  }
   if (gpu) {
     auto p = opt.dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
-    gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, model_->weights(), p, batch_tokens_);
+    gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, dynamic_cast<BertModel&>(*model_).weights(), p, batch_tokens_);
     device_ = gpu_->device_name() + (p == cuda::Precision::BF16 ? " bf16" : " fp16");
   }
 
@@ -154,11 +148,14 @@ Prompt EmbeddingEngine::resolve_prompt(const std::optional<std::string>& text, c
     throw Error("prompt: invalid UTF-8 at byte offset " + std::to_string(utf8::first_invalid(p.text)));
   // ST: prompt_length = len(tokenize([prompt]).input_ids) - 1 (the trailing [SEP] dropped).
   if (!files_.pooling.include_prompt)
-    p.pool_skip = int32_t(tokenize_stripped(py_strip(p.text), files_.max_seq_length).size()) - 1;
+    p.pool_skip = int32_t(tokenize_text(p.text, files_.max_seq_length).size()) - 1;
   return p;
 }
 
-Encoding EmbeddingEngine::tokenize_stripped(std::string_view s, size_t max_length) const {
+// Texts go to the tokenizer unchanged, as in sentence-transformers 6 (tools/requirements-reference.txt);
+// sentence-transformers <= 5 stripped them, which only BPE tokenizers can tell apart (leading spaces
+// are tokens there; BERT normalizers drop them).
+Encoding EmbeddingEngine::tokenize_text(std::string_view s, size_t max_length) const {
   if (files_.do_lower_case) {
     std::string low;
     size_t i = 0;
@@ -176,7 +173,7 @@ Encoding EmbeddingEngine::tokenize_stripped(std::string_view s, size_t max_lengt
 }
 
 Encoding EmbeddingEngine::tokenize_unchecked(std::string_view text) const {
-  return tokenize_stripped(py_strip(text), 0);
+  return tokenize_text(text, 0);
 }
 
 Encoding EmbeddingEngine::encode(std::string_view text, const Prompt& prompt, bool truncate, TruncateSide side) const {
@@ -189,9 +186,9 @@ Encoding EmbeddingEngine::encode(std::string_view text, const Prompt& prompt, bo
   const size_t max = files_.max_seq_length;
   Encoding e;
   if (truncate && side == TruncateSide::Right) {
-    e = tokenize_stripped(py_strip(text), max);
+    e = tokenize_text(text, max);
   } else {
-    e = tokenize_stripped(py_strip(text), 0);
+    e = tokenize_text(text, 0);
     if (e.size() > max) {
       if (!truncate) throw InputTooLong(e.size(), max);
       truncate_left(e, max);

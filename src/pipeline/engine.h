@@ -18,6 +18,7 @@
 #include "embedkit/embedkit.h"
 #include "loader/model_files.h"
 #include "models/bert.h"
+#include "models/model.h"
 #include "ops/cpu_ops.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -50,13 +51,13 @@ class EmbeddingEngine {
   explicit EmbeddingEngine(const EmbedderOptions& opt);
   ~EmbeddingEngine();
 
-  // Tokenizes as sentence-transformers does: prompt + text, Python str.strip(), lower-casing when
+  // Tokenizes as sentence-transformers does: prompt + text (not stripped, as in sentence-transformers 6), lower-casing when
   // the model asks, truncation at max_seq_length (side = which end loses tokens; special tokens
   // stay). With truncate=false a longer input throws InputTooLong. Validates ids against the
   // model (vocabulary, positions, type ids). Thread-safe.
   Encoding encode(std::string_view text, const Prompt& prompt, bool truncate = true,
                   TruncateSide side = TruncateSide::Right) const;
-  // strip + lower-case + tokenize, no length limit and no checks against the model (inspection).
+  // lower-case + tokenize, no length limit and no checks against the model (inspection).
   Encoding tokenize_unchecked(std::string_view text) const;
   // Pre-tokenized input (OpenAI token-id arrays): used as given, validated against the model.
   Encoding encode_ids(const std::vector<int64_t>& ids, bool truncate) const;
@@ -92,14 +93,14 @@ class EmbeddingEngine {
     std::vector<float> w, b;
     cpu::Activation act;
   };
-  Encoding tokenize_stripped(std::string_view s, size_t max_length) const;
+  Encoding tokenize_text(std::string_view s, size_t max_length) const;
   void validate(const Encoding& e) const;
 
   EmbedderOptions opt_;
   ModelFiles files_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<WeightStore> weights_;
-  std::unique_ptr<BertModel> model_;
+  std::unique_ptr<TextModel> model_;
   std::unique_ptr<cuda::BertEncoder> gpu_;
   std::string device_;
   std::vector<DenseLayer> dense_;

@@ -62,7 +62,7 @@ bool Batcher::fill_next_locked() {
   const size_t budget = opt_.max_batch_tokens;
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests) break;
-    if (next_.tokens + 2 > budget) break;  // nothing shorter than [CLS] [SEP] fits
+    if (!next_.items.empty() && next_.tokens + 2 > budget) break;  // nothing shorter than [CLS] [SEP] fits
     EmbedJob& job = *it->job;
     if (job.dropped()) {  // client gone or job failed: drop
       complete_locked(it->job, dropped_done);
@@ -178,10 +178,12 @@ void Batcher::executor_loop() {
     batch_inputs_ += n;
     batch_tokens_total_ += batch.tokens;
     lock.unlock();
+    // The batch observer first: a job's on_done may end its owner's wait (Embedder::embed returns,
+    // its observer and the timings it fills go away), so the batch must be accounted before.
+    if (on_batch_) on_batch_(n, batch.tokens, secs);
     for (auto& j : done)
       if (j->on_done) j->on_done(j);
     done.clear();  // a finished job must not outlive its answer (it holds the connection)
-    if (on_batch_) on_batch_(n, batch.tokens, secs);
     batch = Batch{};  // drop job references before waiting again
     lock.lock();
     idle_cv_.notify_all();

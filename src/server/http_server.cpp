@@ -198,7 +198,7 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().cancel(ignore);  // ends watch_client's wait
     auto msg = std::make_shared<http::response<http::string_body>>();
     msg->version(11);
-    msg->result(http::int_to_status(unsigned(res.status)));
+    msg->result(unsigned(res.status));
     msg->set(http::field::server, "embedkit");
     msg->set(http::field::content_type, res.content_type);
     for (auto& [k, v] : res.headers) msg->set(k, v);
@@ -294,7 +294,9 @@ void HttpServer::drain(std::chrono::milliseconds grace) {
   for (auto& sp : live) sp->close_if_idle();
   live.clear();
   std::unique_lock<std::mutex> l(s.mu);
-  s.cv.wait_for(l, grace, [&] { return s.in_flight == 0 && s.sessions.empty(); });
+  auto all_done = [&] { return s.in_flight == 0 && s.sessions.empty(); };
+  if (grace == std::chrono::milliseconds::max()) s.cv.wait(l, all_done);  // now + max would overflow
+  else s.cv.wait_for(l, grace, all_done);
 }
 
 void HttpServer::stop() {

@@ -53,7 +53,8 @@ class HttpServer {
   void start();
   uint16_t port() const;  // the bound port (useful with port 0)
   // Stops accepting, closes idle connections, lets requests already read finish and be answered
-  // (Connection: close), then returns once none is left (or after `grace`).
+  // (Connection: close), then returns once none is left (or after `grace`; milliseconds::max()
+  // waits without limit).
   void drain(std::chrono::milliseconds grace);
   void stop();  // stops the I/O threads (after drain())
   size_t open_connections() const;

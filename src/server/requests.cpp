@@ -101,6 +101,21 @@ std::vector<int64_t> id_list(const element& v, const char* what) {
   return ids;
 }
 
+// A list of token-id lists (at most max_batch), each non-empty when `allow_empty` is false.
+std::vector<std::vector<int64_t>> id_lists(const element& v, const char* what, size_t max_batch, bool allow_empty) {
+  const size_t n = json::array_of(v).size();
+  if (n > max_batch)
+    throw validation("batch size " + std::to_string(n) + " > maximum allowed batch size " + std::to_string(max_batch));
+  std::vector<std::vector<int64_t>> out;
+  for (element e : json::array_of(v)) {
+    if (!e.is_array()) throw validation(std::string(what) + " mixes token id lists with " + json_type(e));
+    out.push_back(id_list(e, what));
+    if (out.back().empty() && !allow_empty)
+      throw RequestError{422, std::string(what) + " has an empty token id list", Metrics::Empty};
+  }
+  return out;
+}
+
 // Parses the body; it must be a JSON object.
 element parse_object(std::string_view body) {
   thread_local simdjson::dom::parser parser;
@@ -149,14 +164,7 @@ EmbedRequest parse_openai_embed(std::string_view body, size_t max_batch) {
       r.token_ids.push_back(id_list(v, "`input`"));
       r.batch = false;
     } else if (first.is_array()) {
-      const size_t n = json::array_of(v).size();
-      if (n > max_batch)
-        throw validation("batch size " + std::to_string(n) + " > maximum allowed batch size " + std::to_string(max_batch));
-      for (element e : json::array_of(v)) {
-        if (!e.is_array()) throw validation("`input` mixes token id lists with " + json_type(e));
-        r.token_ids.push_back(id_list(e, "`input`"));
-        if (r.token_ids.back().empty()) throw RequestError{422, "`input` has an empty token id list", Metrics::Empty};
-      }
+      r.token_ids = id_lists(v, "`input`", max_batch, /*allow_empty=*/false);
     }
   }
   if (r.token_ids.empty()) r.texts = string_inputs(v, "input", max_batch, r.batch);
@@ -189,12 +197,7 @@ DecodeRequest parse_decode(std::string_view body, size_t max_batch) {
   r.skip_special_tokens = opt_bool(root, "skip_special_tokens").value_or(true);
   auto arr = json::array_of(*ids);
   if (arr.size() > 0 && arr.at(0).value_unsafe().is_array()) {
-    if (arr.size() > max_batch)
-      throw validation("batch size " + std::to_string(arr.size()) + " > maximum allowed batch size " + std::to_string(max_batch));
-    for (element e : arr) {
-      if (!e.is_array()) throw validation("`ids` mixes lists with " + json_type(e));
-      r.ids.push_back(id_list(e, "`ids`"));
-    }
+    r.ids = id_lists(*ids, "`ids`", max_batch, /*allow_empty=*/true);
   } else {
     r.ids.push_back(id_list(*ids, "`ids`"));
   }

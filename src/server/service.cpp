@@ -116,7 +116,7 @@ struct EmbeddingService::Impl {
 
   void fail(const Ctx& c, const ApiError& e) {
     count_request(c);
-    if (c->counted) metrics.request_failure[e.type]++;
+    if (c->counted && e.status != 499) metrics.request_failure[e.type]++;  // 499: the client left, no fault
     HttpResponse r;
     r.status = e.status;
     r.body = "{\"error\":";
@@ -258,7 +258,9 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
         c->queue_s = j->first_batch_start > j->enqueued ? secs(j->enqueued, j->first_batch_start) : 0;
         c->inference_s = j->inference_s;
         if (!j->error.empty()) {
-          if (c->client_gone->load()) return log(c, 499);  // nobody to answer (nginx's "client closed request")
+          // Nobody is listening any more (nginx's 499 "client closed request"); the answer still
+          // goes through the connection so it finishes its request and closes.
+          if (c->client_gone->load()) throw ApiError{499, "client closed the connection; its queued inputs were dropped", Metrics::Backend};
           throw ApiError{500, j->error, Metrics::Backend};
         }
         metrics.embed_count += j->inputs.size();

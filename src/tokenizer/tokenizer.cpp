@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tokenizer/bpe.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/json.h"
@@ -41,6 +42,71 @@ void nfd(NormalizedText& t) {
     i = j;
   }
   t.swap(out);
+}
+
+// NFC: canonical decomposition, canonical ordering, then canonical composition (UAX #15): a char
+// composes with the last starter unless a char in between has combining class 0 or >= its own.
+// Source ranges follow HF tokenizers' alignments, which are positional: each output char records
+// how many input chars it consumes (a composite: all it absorbed; a char added by a decomposition:
+// none), and output char k takes the range of the input char where its consumption starts (one that
+// consumes none: the input char before). So reordered marks take the ranges of the positions they
+// moved to, and a composite takes its first input char's range.
+void nfc(NormalizedText& t) {
+  if (std::all_of(t.begin(), t.end(), [](const NormChar& c) { return c.cp < 0x300; })) return;  // nothing below U+0300 changes
+  struct Out {
+    int32_t cp;
+    uint32_t consumed;
+  };
+  std::vector<Out> d;  // decomposed
+  d.reserve(t.size() + t.size() / 4);
+  std::vector<int32_t> buf;
+  for (const auto& c : t) {
+    if (c.cp < 0xC0) { d.push_back({c.cp, 1}); continue; }
+    buf.clear();
+    unicode::decompose(c.cp, buf);
+    for (size_t k = 0; k < buf.size(); ++k) d.push_back({buf[k], k == 0 ? 1u : 0u});
+  }
+  auto ccc = [](int32_t cp) { return cp < 0x300 ? 0 : unicode::combining_class(cp); };
+  for (size_t i = 0; i < d.size();) {  // canonical ordering: stable sort of each run of non-starters
+    if (ccc(d[i].cp) == 0) { ++i; continue; }
+    size_t j = i;
+    while (j < d.size() && ccc(d[j].cp) != 0) ++j;
+    if (j - i > 1) std::stable_sort(d.begin() + i, d.begin() + j, [&](const Out& a, const Out& b) { return ccc(a.cp) < ccc(b.cp); });
+    i = j;
+  }
+  std::vector<Out> out;
+  out.reserve(d.size());
+  int64_t starter = -1;
+  int last_cc = 0;
+  for (const auto& c : d) {
+    const int cc = ccc(c.cp);
+    if (starter >= 0 && unicode::may_compose_second(c.cp)) {
+      const bool adjacent = int64_t(out.size()) - 1 == starter;
+      if (adjacent || (last_cc != 0 && last_cc < cc)) {
+        int32_t composed = unicode::compose(out[size_t(starter)].cp, c.cp);
+        if (composed >= 0) {
+          out[size_t(starter)].cp = composed;
+          out[size_t(starter)].consumed += c.consumed;
+          continue;
+        }
+      }
+    }
+    if (cc == 0) starter = int64_t(out.size());
+    last_cc = cc;
+    out.push_back(c);
+  }
+  NormalizedText res;
+  res.reserve(out.size());
+  size_t p = 0;  // input position
+  for (const auto& o : out) {
+    if (o.consumed == 0) {
+      res.push_back(p > 0 ? NormChar{o.cp, t[p - 1].start, t[p - 1].end} : NormChar{o.cp, t[0].start, t[0].start});
+    } else {
+      res.push_back({o.cp, t[p].start, t[p].end});
+      p += o.consumed;
+    }
+  }
+  t.swap(res);
 }
 
 void lowercase(NormalizedText& t) {
@@ -92,6 +158,11 @@ class LowercaseNormalizer final : public Normalizer {
 class NfdNormalizer final : public Normalizer {
  public:
   void apply(NormalizedText& t) const override { nfd(t); }
+};
+
+class NfcNormalizer final : public Normalizer {
+ public:
+  void apply(NormalizedText& t) const override { nfc(t); }
 };
 
 class SequenceNormalizer final : public Normalizer {
@@ -164,6 +235,13 @@ class SequencePreTokenizer final : public PreTokenizer {
     }
     words.insert(words.end(), cur.begin(), cur.end());
   }
+  bool transforms() const override {
+    return std::any_of(steps.begin(), steps.end(), [](auto& s) { return s->transforms(); });
+  }
+  void transform(NormalizedText& word) const override {
+    for (auto& s : steps)
+      if (s->transforms()) s->transform(word);
+  }
 };
 
 // ---------------------------------------------------------------- models
@@ -220,6 +298,27 @@ class WordPiece final : public TokenModel {
 
 // ---------------------------------------------------------------- parsing
 
+std::unique_ptr<TokenModel> parse_wordpiece(const Element& model, const std::string& what, Vocab& vocab_out) {
+  auto vocab = json::field(model, "vocab");
+  if (!vocab || !vocab->is_object()) throw Error(what + ": model.vocab must be an object {token: id}");
+  for (auto [k, v] : json::object_of(*vocab)) {
+    if (!v.is_int64() || v.get_int64().value_unsafe() < 0 || v.get_int64().value_unsafe() > (1 << 24))
+      throw Error(what + ": model.vocab[\"" + std::string(k) + "\"] must be a non-negative integer id below 2^24");
+    vocab_out.emplace(std::string(k), int32_t(v.get_int64().value_unsafe()));
+  }
+  auto wp = std::make_unique<WordPiece>();
+  wp->vocab = vocab_out;
+  std::string unk = json::opt_string(model, "unk_token", what + ": model").value_or("[UNK]");
+  wp->prefix = json::opt_string(model, "continuing_subword_prefix", what + ": model").value_or("##");
+  auto mc = json::opt_int(model, "max_input_chars_per_word", what + ": model").value_or(100);
+  if (mc < 0) throw Error(what + ": model.max_input_chars_per_word must be >= 0");
+  wp->max_chars = size_t(mc);
+  auto unk_it = vocab_out.find(std::string_view(unk));
+  if (unk_it == vocab_out.end()) throw Error(what + ": model.unk_token \"" + unk + "\" is not in the vocabulary");
+  wp->unk_id = unk_it->second;
+  return wp;
+}
+
 std::string component_type(const Element& e, const std::string& where) {
   return json::get_string(e, "type", where);
 }
@@ -239,6 +338,7 @@ std::unique_ptr<Normalizer> parse_normalizer(const Element& e, const std::string
   }
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
   if (type == "NFD") return std::make_unique<NfdNormalizer>();
+  if (type == "NFC") return std::make_unique<NfcNormalizer>();
   if (type == "Sequence") {
     auto s = std::make_unique<SequenceNormalizer>();
     auto arr = json::field(e, "normalizers");
@@ -248,7 +348,7 @@ std::unique_ptr<Normalizer> parse_normalizer(const Element& e, const std::string
     return s;
   }
   throw Error(where + ": unsupported normalizer type \"" + type +
-              "\" (supported: BertNormalizer, Lowercase, NFD, Sequence)");
+              "\" (supported: BertNormalizer, Lowercase, NFD, NFC, Sequence)");
 }
 
 std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const Element& e, const std::string& what) {
@@ -257,16 +357,24 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const Element& e, const std::s
   std::string type = component_type(e, where);
   if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
   if (type == "WhitespaceSplit") return std::make_unique<WhitespaceSplit>();
+  if (type == "Split") return make_split_pre_tokenizer(e, where);
+  if (type == "ByteLevel") return make_byte_level_pre_tokenizer(e, where);
   if (type == "Sequence") {
     auto s = std::make_unique<SequencePreTokenizer>();
     auto arr = json::field(e, "pretokenizers");
     if (!arr || !arr->is_array()) throw Error(where + " Sequence: \"pretokenizers\" must be an array");
     for (auto x : json::array_of(*arr))
-      if (auto p = parse_pre_tokenizer(x, what)) s->steps.push_back(std::move(p));
+      if (auto p = parse_pre_tokenizer(x, what)) {
+        // Words are rewritten (ByteLevel) only after all splitting: a split after a rewrite would
+        // see the rewritten text in HF, which EmbedKit does not model.
+        if (!s->steps.empty() && s->steps.back()->transforms())
+          throw Error(where + " Sequence: a pre-tokenizer after ByteLevel is not supported");
+        s->steps.push_back(std::move(p));
+      }
     return s;
   }
   throw Error(where + ": unsupported pre-tokenizer type \"" + type +
-              "\" (supported: BertPreTokenizer, WhitespaceSplit, Sequence)");
+              "\" (supported: BertPreTokenizer, WhitespaceSplit, Split, ByteLevel, Sequence)");
 }
 
 std::vector<TemplatePiece> parse_template(const Element& arr, const std::optional<Element>& specials, const std::string& where,
@@ -352,28 +460,16 @@ Tokenizer Tokenizer::from_json(const std::string& text, const std::string& what)
   auto model = json::field(root, "model");
   if (!model || !model->is_object()) throw Error(what + ": missing object \"model\"");
   std::string mtype = json::opt_string(*model, "type", what + ": model").value_or("");
-  if (mtype != "WordPiece")
-    throw Error(what + ": unsupported tokenizer model type \"" + mtype + "\" (supported: WordPiece)");
-  auto vocab = json::field(*model, "vocab");
-  if (!vocab || !vocab->is_object()) throw Error(what + ": model.vocab must be an object {token: id}");
   int32_t max_id = -1;
-  for (auto [k, v] : json::object_of(*vocab)) {
-    if (!v.is_int64() || v.get_int64().value_unsafe() < 0 || v.get_int64().value_unsafe() > (1 << 24))
-      throw Error(what + ": model.vocab[\"" + std::string(k) + "\"] must be a non-negative integer id below 2^24");
-    int32_t id = int32_t(v.get_int64().value_unsafe());
-    tk.vocab_.emplace(std::string(k), id);
-    max_id = std::max(max_id, id);
+  if (mtype == "BPE") {
+    tk.model_ = make_bpe_model(*model, what, tk.vocab_);
+    for (auto& [tok, id] : tk.vocab_) max_id = std::max(max_id, id);
+  } else if (mtype == "WordPiece") {
+    tk.model_ = parse_wordpiece(*model, what, tk.vocab_);
+    for (auto& [tok, id] : tk.vocab_) max_id = std::max(max_id, id);
+  } else {
+    throw Error(what + ": unsupported tokenizer model type \"" + mtype + "\" (supported: WordPiece, BPE)");
   }
-  auto wp = std::make_unique<WordPiece>();
-  wp->vocab = tk.vocab_;
-  std::string unk = json::opt_string(*model, "unk_token", what + ": model").value_or("[UNK]");
-  wp->prefix = json::opt_string(*model, "continuing_subword_prefix", what + ": model").value_or("##");
-  auto mc = json::opt_int(*model, "max_input_chars_per_word", what + ": model").value_or(100);
-  if (mc < 0) throw Error(what + ": model.max_input_chars_per_word must be >= 0");
-  wp->max_chars = size_t(mc);
-  auto unk_it = tk.vocab_.find(std::string_view(unk));
-  if (unk_it == tk.vocab_.end()) throw Error(what + ": model.unk_token \"" + unk + "\" is not in the vocabulary");
-  wp->unk_id = unk_it->second;
 
   // Added tokens (matched in the text before the model runs).
   if (auto added = json::field(root, "added_tokens"); added && !added->is_null()) {
@@ -400,7 +496,6 @@ Tokenizer Tokenizer::from_json(const std::string& text, const std::string& what)
   tk.id_to_token_.assign(size_t(max_id + 1), std::string());
   for (auto& [tok, id] : tk.vocab_) tk.id_to_token_[size_t(id)] = tok;
   for (auto& a : tk.added_) tk.id_to_token_[size_t(a.id)] = a.content;
-  tk.model_ = std::move(wp);
 
   if (auto n = json::field(root, "normalizer")) tk.normalizer_ = parse_normalizer(*n, what);
   if (auto p = json::field(root, "pre_tokenizer")) tk.pre_tokenizer_ = parse_pre_tokenizer(*p, what);
@@ -416,7 +511,7 @@ Tokenizer Tokenizer::from_json(const std::string& text, const std::string& what)
       if (!single || !pair) throw Error(where + ": TemplateProcessing needs \"single\" and \"pair\"");
       tk.single_ = parse_template(*single, specials, where + ".single", tk.vocab_);
       tk.pair_ = parse_template(*pair, specials, where + ".pair", tk.vocab_);
-    } else if (type == "BertProcessing") {
+    } else if (type == "BertProcessing" || type == "RobertaProcessing") {
       auto tok_id = [&](const char* key) {
         auto e = json::field(*pp, key);
         if (!e || !e->is_array() || json::array_of(*e).size() != 2)
@@ -426,11 +521,21 @@ Tokenizer Tokenizer::from_json(const std::string& text, const std::string& what)
         return int32_t(v.value_unsafe().get_int64().value_unsafe());
       };
       int32_t cls = tok_id("cls"), sep = tok_id("sep");
-      tk.single_ = {{false, 0, {cls}, 0}, {true, 0, {}, 0}, {false, 0, {sep}, 0}};
-      tk.pair_ = {{false, 0, {cls}, 0}, {true, 0, {}, 0}, {false, 0, {sep}, 0}, {true, 1, {}, 1}, {false, 0, {sep}, 1}};
+      if (type == "BertProcessing") {
+        tk.single_ = {{false, 0, {cls}, 0}, {true, 0, {}, 0}, {false, 0, {sep}, 0}};
+        tk.pair_ = {{false, 0, {cls}, 0}, {true, 0, {}, 0}, {false, 0, {sep}, 0}, {true, 1, {}, 1}, {false, 0, {sep}, 1}};
+      } else {  // RobertaProcessing: <s> A </s> and <s> A </s></s> B </s>, all type id 0
+        tk.single_ = {{false, 0, {cls}, 0}, {true, 0, {}, 0}, {false, 0, {sep}, 0}};
+        tk.pair_ = {{false, 0, {cls}, 0}, {true, 0, {}, 0}, {false, 0, {sep, sep}, 0}, {true, 1, {}, 0}, {false, 0, {sep}, 0}};
+        tk.trim_offsets_ = json::opt_bool(*pp, "trim_offsets", where).value_or(true);
+      }
+    } else if (type == "ByteLevel") {  // adds no tokens; at most trims offsets
+      tk.single_ = {{true, 0, {}, 0}};
+      tk.pair_ = {{true, 0, {}, 0}, {true, 1, {}, 1}};
+      tk.trim_offsets_ = json::opt_bool(*pp, "trim_offsets", where).value_or(true);
     } else {
       throw Error(where + ": unsupported post-processor type \"" + type +
-                  "\" (supported: TemplateProcessing, BertProcessing)");
+                  "\" (supported: TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel)");
     }
   } else {
     tk.single_ = {{true, 0, {}, 0}};
@@ -534,8 +639,31 @@ Encoding Tokenizer::encode_raw(std::string_view text) const {
       words.clear();
       if (pre_tokenizer_) pre_tokenizer_->split(sub, words);
       else if (!sub.empty()) words.push_back({0u, uint32_t(sub.size())});
-      for (auto [wb, we] : words)
-        if (we > wb) model_->tokenize(sub, wb, we, out);
+      if (pre_tokenizer_ && pre_tokenizer_->transforms()) {
+        NormalizedText word;
+        for (auto [wb, we] : words) {
+          if (we <= wb) continue;
+          word.assign(sub.begin() + wb, sub.begin() + we);
+          pre_tokenizer_->transform(word);
+          model_->tokenize(word, 0, uint32_t(word.size()), out);
+        }
+      } else {
+        for (auto [wb, we] : words)
+          if (we > wb) model_->tokenize(sub, wb, we, out);
+      }
+    }
+  }
+  if (trim_offsets_) {
+    // HF ByteLevel process_offsets: leading/trailing spaces (Ġ, U+0120) of a token leave its offsets.
+    for (size_t k = 0; k < out.ids.size(); ++k) {
+      std::string_view tok = id_to_token(out.ids[k]);
+      constexpr std::string_view kSpace = "\xC4\xA0";  // U+0120, ByteLevel's char for ' '
+      size_t lead = 0, trail = 0;
+      for (std::string_view r = tok; r.starts_with(kSpace); r.remove_prefix(2)) ++lead;
+      for (std::string_view r = tok; r.ends_with(kSpace); r.remove_suffix(2)) ++trail;
+      auto& [b, e] = out.offsets[k];
+      if (lead > 0) b = std::min<uint32_t>(b + uint32_t(lead), e);
+      if (trail > 0 && e >= trail) e = std::max<uint32_t>(e - uint32_t(trail), b);
     }
   }
   out.type_ids.assign(out.ids.size(), 0);

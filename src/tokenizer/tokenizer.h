@@ -4,9 +4,10 @@
 //   piece ──normalize──▶ NormalizedText (each char remembers its source byte range)
 //         ──split on added tokens (normalized)──▶ ──pre-tokenize──▶ words ──model──▶ tokens
 //   tokens ──truncate──▶ ──post-process (template: [CLS] A [SEP] …)──▶ Encoding
-// Supported now: normalizers BertNormalizer, Lowercase, NFD, Sequence;
-// pre-tokenizers BertPreTokenizer, WhitespaceSplit, Sequence; model WordPiece;
-// post-processors TemplateProcessing, BertProcessing. Anything else is rejected by name.
+// Supported now: normalizers BertNormalizer, Lowercase, NFD, NFC, Sequence;
+// pre-tokenizers BertPreTokenizer, WhitespaceSplit, Split (PCRE2), ByteLevel, Sequence;
+// models WordPiece, BPE (tokenizer/bpe.h); post-processors TemplateProcessing, BertProcessing,
+// RobertaProcessing, ByteLevel. Anything else is rejected by name.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -50,6 +51,10 @@ class PreTokenizer {
   virtual ~PreTokenizer() = default;
   // Splits [begin,end) of t into words, appended to out as [begin,end) index pairs.
   virtual void split(const NormalizedText& t, std::vector<std::pair<uint32_t, uint32_t>>& words) const = 0;
+  // Pre-tokenizers that rewrite each word after splitting (ByteLevel: one char per UTF-8 byte)
+  // say so here; transform() then rewrites one word, each new char keeping its source range.
+  virtual bool transforms() const { return false; }
+  virtual void transform(NormalizedText& word) const {}
 };
 
 class TokenModel {
@@ -107,6 +112,7 @@ class Tokenizer {
   std::unique_ptr<TokenModel> model_;
   std::vector<AddedToken> added_;
   std::vector<TemplatePiece> single_, pair_;
+  bool trim_offsets_ = false;  // ByteLevel/RobertaProcessing trim_offsets: offsets exclude leading/trailing spaces
   Vocab vocab_;  // model vocab + added tokens
   std::vector<std::string> id_to_token_;
 };

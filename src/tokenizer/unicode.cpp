@@ -67,6 +67,22 @@ void decompose(int32_t cp, std::vector<int32_t>& out) {
 
 int combining_class(int32_t cp) { return utf8proc_get_property(cp)->combining_class; }
 
+int32_t compose(int32_t starter, int32_t next) {
+  // utf8proc composes a decomposed buffer in place (Hangul syllables included); one code point
+  // left means the pair has a primary composite.
+  utf8proc_int32_t buf[2] = {starter, next};
+  utf8proc_ssize_t n = utf8proc_normalize_utf32(buf, 2, utf8proc_option_t(UTF8PROC_COMPOSE | UTF8PROC_STABLE));
+  return n == 1 ? buf[0] : -1;
+}
+
+bool may_compose_second(int32_t cp) {
+  if (cp < 0x300) return false;
+  if ((cp >= 0x1161 && cp <= 0x1175) || (cp >= 0x11A8 && cp <= 0x11C2)) return true;  // Hangul V, T
+  const utf8proc_property_t* p = utf8proc_get_property(cp);
+  return p->combining_class != 0 || p->category == UTF8PROC_CATEGORY_MN || p->category == UTF8PROC_CATEGORY_MC ||
+         p->category == UTF8PROC_CATEGORY_ME;
+}
+
 bool is_python_space(int32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||

@@ -18,6 +18,10 @@ void lowercase(int32_t cp, std::vector<int32_t>& out);
 // Canonical decomposition (NFD) of one code point, appended to out (not reordered).
 void decompose(int32_t cp, std::vector<int32_t>& out);
 int combining_class(int32_t cp);
+// Canonical composition of a starter and a following char (NFC's primary composite), or -1.
+int32_t compose(int32_t starter, int32_t next);
+// Whether cp can be the second char of a canonical composition (marks, Hangul V/T jamo).
+bool may_compose_second(int32_t cp);
 bool is_python_space(int32_t cp);     // Python str.isspace(): what sentence-transformers' strip() removes
 
 }  // namespace embedkit::unicode

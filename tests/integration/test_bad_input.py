@@ -396,3 +396,19 @@ def test_model_not_found_lists_places(embedkit_bin, tmp_path):
     assert_error(res, 'model "no-such-org/no-such-model" not found', "looked in",
                  home / "models" / "no-such-org" / "no-such-model",
                  hf / "hub" / "models--no-such-org--no-such-model")
+
+
+def test_tiny_token_budget_runs_one_text_per_batch(embedkit_bin, minilm_dir, tmp_path):
+    # --batch-tokens below one text's length: every text runs alone (the GPU end-to-end check
+    # uses --batch-tokens 1 for its "alone vs batched" comparison); results equal the default's.
+    import numpy as np
+    texts = tmp_path / "t.txt"
+    texts.write_text("one\ntwo words here\na somewhat longer third text for the batcher\n", encoding="utf-8")
+    outs = []
+    for budget in ("1", "3", "8192"):
+        out = tmp_path / f"o{budget}.npy"
+        res = run(embedkit_bin, "embed", "-m", str(minilm_dir), "-i", str(texts), "-f", "npy", "-o", str(out),
+                  "--batch-tokens", budget)
+        assert res.returncode == 0, res.err
+        outs.append(np.load(out))
+    assert np.allclose(outs[0], outs[2], atol=1e-5) and np.allclose(outs[1], outs[2], atol=1e-5)

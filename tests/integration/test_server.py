@@ -229,3 +229,41 @@ def test_sigterm_finishes_accepted_requests(embedkit_bin, minilm_dir, texts, gol
     print(f"SIGTERM during 64 requests: {len(answered)} answered 200, exit 0")
     assert len(answered) >= 1
     assert "all requests answered" in s.log()
+
+
+def test_client_that_leaves_has_its_queued_work_dropped(embedkit_bin, minilm_dir, texts):
+    import re
+    import socket
+    long_texts = [t for t in texts if len(t) > 200][:32]
+    body = json.dumps({"inputs": long_texts, "truncate": True}).encode()
+    req = (f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+           ).encode() + body
+    with Server(embedkit_bin, minilm_dir, "--threads", "1", "--max-batch-requests", "32") as s:
+        socks = []
+        for _ in range(20):
+            c = socket.create_connection(("127.0.0.1", s.port))
+            c.sendall(req)
+            socks.append(c)
+        time.sleep(0.2)
+        for c in socks:
+            c.close()  # gone before their answers
+        deadline = time.time() + 60
+        while time.time() < deadline and s.log().count("POST /embed") < 20:  # every request settled
+            time.sleep(0.2)
+        m = s.request("/metrics")[1].decode()
+        embedded = int(re.search(r"^te_embed_count (\d+)", m, re.M).group(1))
+        print(f"20 requests x 32 texts, clients gone: {embedded} texts embedded, {640 - embedded} dropped")
+        assert embedded < 320
+        assert s.post_json("/embed", {"inputs": "still serving"})[0] == 200
+        assert s.stop() == 0
+        assert " 499 " in s.log()
+
+
+def test_json_logs(embedkit_bin, minilm_dir):
+    with Server(embedkit_bin, minilm_dir, "--log-format", "json") as s:
+        assert s.post_json("/embed", {"inputs": ["one", "two"]})[0] == 200
+        assert s.stop() == 0
+    lines = [json.loads(l) for l in s.log_lines if l.startswith("{")]
+    req = [l for l in lines if l.get("route") == "/embed"]
+    assert req and req[0]["status"] == 200 and req[0]["inputs"] == 2 and req[0]["tokens"] > 4
+    assert "time_ms" in req[0]

@@ -152,3 +152,78 @@ TEST(PostProcess, L2NormalizeRows) {
   EXPECT_FLOAT_EQ(x[1], 0.8f);
   EXPECT_EQ(x[2], 0.f);  // zero vector stays zero (eps), no NaN
 }
+
+// ---------------------------------------------------------------- decoder (Qwen3) ops
+
+#include "ops/decoder_ops.h"
+
+TEST(DecoderOps, GroupedQueryCausalAttentionMatchesNaive) {
+  // 3 sequences (one longer than a 128-row query block), H = 4 query heads over KV = 2.
+  const int64_t H = 4, KV = 2, dh = 16, ld = (H + 2 * KV) * dh;
+  const std::vector<int32_t> cu = {0, 5, 5 + 300, 5 + 300 + 1};
+  const int64_t T = cu.back(), S = int64_t(cu.size()) - 1;
+  auto qkv = randn(size_t(T * ld), 7);
+  std::vector<float> out(size_t(T * H * dh));
+  cpu::attention_gqa(qkv.data(), cu.data(), S, H, KV, dh, true, out.data());
+  std::vector<double> want(out.size());
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = cu[s]; i < cu[s + 1]; ++i) {
+        const int64_t g = h / (H / KV);
+        std::vector<double> p;
+        double mx = -1e300, sum = 0;
+        for (int64_t j = cu[s]; j <= i; ++j) {  // causal: keys up to the query
+          double dot = 0;
+          for (int64_t c = 0; c < dh; ++c) dot += double(qkv[i * ld + h * dh + c]) * qkv[j * ld + H * dh + g * dh + c];
+          p.push_back(dot / std::sqrt(double(dh)));
+          mx = std::max(mx, p.back());
+        }
+        for (auto& x : p) sum += (x = std::exp(x - mx));
+        for (int64_t c = 0; c < dh; ++c) {
+          double acc = 0;
+          for (int64_t j = cu[s]; j <= i; ++j) acc += p[j - cu[s]] / sum * qkv[j * ld + (H + KV) * dh + g * dh + c];
+          want[i * H * dh + h * dh + c] = acc;
+        }
+      }
+  EXPECT_LT(max_rel_err(out, want), 1e-5);
+}
+
+TEST(DecoderOps, RmsNormRopeAndSwiGlu) {
+  const int64_t T = 3, d = 8;
+  auto x = randn(size_t(T * d), 11);
+  auto w = randn(size_t(d), 12, 0.5f);
+  std::vector<float> y(x.size());
+  cpu::rms_norm(x.data(), T, d, d, w.data(), 1e-6f, y.data(), d);
+  std::vector<double> want(y.size());
+  for (int64_t t = 0; t < T; ++t) {
+    double ms = 0;
+    for (int64_t i = 0; i < d; ++i) ms += double(x[t * d + i]) * x[t * d + i] / d;
+    for (int64_t i = 0; i < d; ++i) want[t * d + i] = w[i] * x[t * d + i] / std::sqrt(ms + 1e-6);
+  }
+  EXPECT_LT(max_rel_err(y, want), 1e-6);
+
+  // RoPE (rotate_half pairs i, i + dh/2) at positions 0, 1 and 1000, θ = 1e6, one head of dh = 8.
+  cpu::RopeTable rope;
+  rope.build(1001, d, 1e6);
+  const std::vector<int32_t> pos = {0, 1, 1000};
+  std::vector<float> r = x;
+  cpu::apply_rope(r.data(), T, d, 0, 1, d, pos.data(), rope);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const double a = pos[t] * std::pow(1e6, -2.0 * i / d), x1 = x[t * d + i], x2 = x[t * d + i + d / 2];
+      want[t * d + i] = x1 * std::cos(a) - x2 * std::sin(a);
+      want[t * d + i + d / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+    }
+  EXPECT_LT(max_rel_err(r, want), 1e-4);  // fp32 angles at position 1000, as transformers computes them
+
+  // SwiGLU: silu(gate) · up with gate_up = [gate | up].
+  std::vector<float> act(size_t(T * d / 2));
+  cpu::silu_mul(x.data(), T, d / 2, act.data());
+  std::vector<double> want_act(act.size());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const double g = x[t * d + i], u = x[t * d + d / 2 + i];
+      want_act[t * d / 2 + i] = g / (1 + std::exp(-g)) * u;
+    }
+  EXPECT_LT(max_rel_err(act, want_act), 1e-6);
+}

@@ -116,3 +116,94 @@ TEST(Unicode, ClassesFromTheReferenceTables) {
   unicode::lowercase(0x130, low);  // İ → i + combining dot above
   EXPECT_EQ(low, (std::vector<int32_t>{0x69, 0x307}));
 }
+
+// ---------------------------------------------------------------- byte-level BPE
+// A tiny byte-level BPE tokenizer.json built here: the 256 byte chars (id = byte value) and a few
+// merges. Expected ids and offsets were produced by HF tokenizers 0.23.3 on the same JSON.
+
+#include "tokenizer/bpe.h"
+#include "util/utf8.h"
+
+static std::string tiny_bpe_json(const std::string& pre_tokenizer_extra = "") {
+  std::string vocab = "{";
+  auto add = [&](const std::string& tok, int id) {
+    if (vocab.size() > 1) vocab += ", ";
+    vocab += '"';
+    for (char c : tok) {
+      if (c == '"' || c == '\\') vocab += '\\';
+      vocab += c;
+    }
+    vocab += "\": " + std::to_string(id);
+  };
+  auto ch = [](int b) { std::string s; utf8::append(s, byte_level_char(uint8_t(b))); return s; };
+  for (int b = 0; b < 256; ++b) add(ch(b), b);
+  const char* merges[][2] = {{"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"a", "a"}, {"aa", "a"}, {"aa", "aa"}, {"Ã", "©"}};
+  std::string merge_list;
+  int id = 256;
+  for (auto& m : merges) {
+    add(std::string(m[0]) + m[1], id++);
+    merge_list += std::string(merge_list.empty() ? "" : ", ") + "\"" + m[0] + " " + m[1] + "\"";
+  }
+  vocab += "}";
+  return R"({"added_tokens": [{"id": 263, "content": "<|eos|>", "special": true, "normalized": false,
+                              "single_word": false, "lstrip": false, "rstrip": false}],
+    "normalizer": {"type": "NFC"},
+    "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+       {"type": "Split", "pattern": {"Regex": "\\s+(?!\\S)|\\s+|\\S+"}, "behavior": "Isolated", "invert": false},
+       {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false)" +
+         pre_tokenizer_extra + R"(}]},
+    "post_processor": {"type": "TemplateProcessing",
+      "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|eos|>", "type_id": 0}}],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|eos|>", "type_id": 0}},
+               {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "<|eos|>", "type_id": 1}}],
+      "special_tokens": {"<|eos|>": {"id": "<|eos|>", "ids": [263], "tokens": ["<|eos|>"]}}},
+    "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+              "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+              "vocab": )" + vocab + R"(, "merges": [)" + merge_list + "]}}";
+}
+
+TEST(BytePairEncoding, MergesByRankLikeHfTokenizers) {
+  Tokenizer tk = Tokenizer::from_json(tiny_bpe_json(), "tiny-bpe");
+  EXPECT_EQ(tk.encode("the theaaaaa").ids, (std::vector<int32_t>{116, 257, 32, 116, 257, 259, 260, 263}));
+  EXPECT_EQ(tk.encode("aaaaaaa").ids, (std::vector<int32_t>{261, 260, 263}));
+  Encoding e = tk.encode("a  the<|eos|>x");  // the added token is matched in the raw text
+  EXPECT_EQ(e.ids, (std::vector<int32_t>{97, 32, 32, 116, 257, 263, 120, 263}));
+  EXPECT_EQ(e.offsets[4], (std::pair<uint32_t, uint32_t>{4, 6}));
+  EXPECT_EQ(e.offsets[5], (std::pair<uint32_t, uint32_t>{6, 13}));
+}
+
+TEST(BytePairEncoding, NfcComposesAndOffsetsFollowHfAlignments) {
+  Tokenizer tk = Tokenizer::from_json(tiny_bpe_json(), "tiny-bpe");
+  // "e" + U+0301 composes to "é" (bytes C3 A9, merged to 262), which keeps the range of its first char.
+  Encoding e = tk.encode("e\xCC\x81 \xC3\xA9");
+  EXPECT_EQ(e.ids, (std::vector<int32_t>{262, 32, 262, 263}));
+  EXPECT_EQ(e.offsets[0], (std::pair<uint32_t, uint32_t>{0, 1}));
+  EXPECT_EQ(e.offsets[1], (std::pair<uint32_t, uint32_t>{3, 4}));
+  EXPECT_EQ(e.offsets[2], (std::pair<uint32_t, uint32_t>{4, 6}));
+  // Every byte of a multi-byte char carries the char's range.
+  Encoding m = tk.encode("q\xE1\x80\xB7\xE1\x80\xBA");
+  EXPECT_EQ(m.ids, (std::vector<int32_t>{113, 225, 128, 183, 225, 128, 186, 263}));
+  EXPECT_EQ(m.offsets[3], (std::pair<uint32_t, uint32_t>{1, 4}));
+  EXPECT_EQ(m.offsets[4], (std::pair<uint32_t, uint32_t>{4, 7}));
+}
+
+TEST(BytePairEncoding, UnsupportedSettingsAreNamed) {
+  std::string j = tiny_bpe_json();
+  auto expect_error = [](const std::string& json, const std::string& needle) {
+    try {
+      Tokenizer::from_json(json, "bad.json");
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  std::string prefix_space = j;
+  prefix_space.replace(prefix_space.find("\"add_prefix_space\": false"), 25, "\"add_prefix_space\": true ");
+  expect_error(prefix_space, "add_prefix_space");
+  std::string bad_merge = j;
+  bad_merge.replace(bad_merge.find("\"h e\""), 5, "\"h Z\"");
+  expect_error(bad_merge, "merges[1]");
+  std::string bad_regex = j;
+  bad_regex.replace(bad_regex.find("\\\\s+(?!"), 3, "(((");
+  expect_error(bad_regex, "cannot compile regex");
+}
