@@ -238,6 +238,9 @@ void EmbeddingEngine::run(const Encoding* const* seqs, const int32_t* pool_skip,
   using Clock = std::chrono::steady_clock;
   auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
   const auto t_pack = Clock::now();
+  // OpenMP's thread count is per calling thread: the constructor's omp_set_num_threads does not
+  // reach the batcher's executor thread, which calls run(); set it here.
+  if (opt_.threads > 0 && omp_get_max_threads() != opt_.threads) omp_set_num_threads(opt_.threads);
   batch_.ids.clear();
   batch_.type_ids.clear();
   batch_.positions.clear();

@@ -165,9 +165,11 @@ def test_sweep_choice_within_5pct_of_manual_best(full_run, embedkit_bin, tmp_pat
 
 
 def test_back_to_back_throughput_within_10pct(embedkit_bin, tmp_path):
+    # One thread: two OpenMP threads spinning against other processes on a shared 2-core runner
+    # swing by 2x between runs (docs/benchmarks.md); this bar is about the instrument.
     medians = []
     for k in range(2):
-        r = bench(embedkit_bin, "throughput", "-q", "-o", tmp_path / f"run{k}")
+        r = bench(embedkit_bin, "throughput", "--threads", 1, "-q", "-o", tmp_path / f"run{k}")
         assert r.returncode == 0, r.stderr
         res = json.loads((tmp_path / f"run{k}" / "embedbench.json").read_text())["scenarios"][0]["result"]
         assert (res["batch_size"], res["iterations"], res["warmup"]) == (128, 10, 2)
