@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "util/error.h"
+#include "util/json_writer.h"
 
 namespace embedkit::bench {
 
@@ -49,27 +50,7 @@ void Value::push_back(Value v) {
   arr_.push_back(std::move(v));
 }
 
-void append_json_string(std::string& out, const std::string& s) {
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += char(c);
-        }
-    }
-  }
-  out += '"';
-}
+void append_json_string(std::string& out, const std::string& s) { json::append_string(out, s); }
 
 std::string format_number(double x) {
   if (!std::isfinite(x)) return "null";
