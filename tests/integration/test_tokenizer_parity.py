@@ -69,12 +69,13 @@ def test_ids_and_offsets_match_hf_tokenizers(embedkit_bin, minilm_dir, corpus_li
 
 
 def test_truncation_matches_transformers_call(embedkit_bin, minilm_dir, corpus_lines, tmp_path):
-    """sentence-transformers strips each text and truncates to max_seq_length (256) with specials."""
+    """sentence-transformers (6.2) passes each text as is (no strip) and truncates to max_seq_length
+    (256) with specials; surrounding whitespace is dropped by the BERT pre-tokenizer."""
     ref_tok = Tokenizer.from_file(str(Path(minilm_dir) / "tokenizer.json"))
     ref_tok.enable_truncation(max_length=256)
     ref_tok.no_padding()
     long_lines = sorted(corpus_lines, key=len, reverse=True)[:300] + [" padded text \t", "\u3000x\u2003"]
-    refs = ref_tok.encode_batch([t.strip() for t in long_lines])
+    refs = ref_tok.encode_batch(long_lines)
     inp = tmp_path / "long.jsonl"
     with open(inp, "w", encoding="utf-8") as f:
         for t in long_lines:
