@@ -7,6 +7,7 @@
 
 #include "bench/value.h"
 #include "embedkit/embedkit.h"
+#include "embedkit/profiling.h"
 
 namespace embedkit::bench {
 
@@ -56,6 +57,8 @@ std::vector<std::string> load_corpus(const std::string& name_or_path, const std:
 
 // Environment of the run: machine, OS, commit, time.
 Value machine_info();
+// A distribution as a report value: count, mean, stddev, p50, p95, p99, min, max (runner.cpp).
+Value dist_value(const Distribution& d);
 std::string git_commit();
 
 // Reports.

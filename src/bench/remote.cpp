@@ -124,20 +124,6 @@ std::string check_response(const std::string& api, const HttpResponse& res, size
   return "";
 }
 
-Value dist_of(std::vector<double> v) {
-  Distribution d = summarize(std::move(v));
-  Value r = Value::object();
-  r["count"] = d.count;
-  r["mean"] = d.mean;
-  r["stddev"] = d.stddev;
-  r["p50"] = d.p50;
-  r["p95"] = d.p95;
-  r["p99"] = d.p99;
-  r["min"] = d.min;
-  r["max"] = d.max;
-  return r;
-}
-
 // Candidate metrics holding the tokens the server embedded (TEI names first).
 const char* kTokenMetrics[] = {"te_request_input_length_sum", "te_batch_next_tokens_sum", "te_batch_next_tokens"};
 
@@ -270,7 +256,7 @@ Value run_remote(const BenchOptions& opt, Value report) {
       lv["wall_s"] = wall;
       lv["requests_per_s"] = double(requests - n_errors) / wall;
       lv["texts_per_s"] = double((requests - n_errors) * s.batch_size) / wall;
-      lv["latency_ms"] = dist_of(latency_ms);
+      lv["latency_ms"] = dist_value(summarize(latency_ms));
       if (usage_seen) lv["client_tokens_usage"] = usage_tokens;
       if (local) lv["client_tokens_local"] = local_tokens;
       Value& sm = lv["server_metrics"];

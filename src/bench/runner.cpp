@@ -166,9 +166,7 @@ void ProgressBar::finish() {
   std::fprintf(stderr, "\n");
 }
 
-// ---- measurement --------------------------------------------------------------------------
-namespace {
-
+// A distribution as a report value: count, mean, stddev, p50, p95, p99, min, max.
 Value dist_value(const Distribution& d) {
   Value v = Value::object();
   v["count"] = d.count;
@@ -181,6 +179,10 @@ Value dist_value(const Distribution& d) {
   v["max"] = d.max;
   return v;
 }
+
+// ---- measurement --------------------------------------------------------------------------
+namespace {
+
 
 struct Engine {
   std::unique_ptr<Embedder> embedder;

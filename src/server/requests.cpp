@@ -126,6 +126,13 @@ element parse_object(std::string_view body) {
   return root;
 }
 
+// TEI's `inputs` (required): a string or a non-empty list of strings.
+std::vector<std::string> tei_inputs(const element& root, size_t max_batch, bool& batch) {
+  auto inputs = field(root, "inputs");
+  if (!inputs) throw validation("missing field `inputs` (a string or a list of strings)");
+  return string_inputs(*inputs, "inputs", max_batch, batch);
+}
+
 void common_embed_fields(const element& root, EmbedRequest& r) {
   r.prompt_name = opt_string(root, "prompt_name");
   r.dimensions = opt_int(root, "dimensions");
@@ -136,9 +143,7 @@ void common_embed_fields(const element& root, EmbedRequest& r) {
 EmbedRequest parse_tei_embed(std::string_view body, size_t max_batch) {
   element root = parse_object(body);
   EmbedRequest r;
-  auto inputs = field(root, "inputs");
-  if (!inputs) throw validation("missing field `inputs` (a string or a list of strings)");
-  r.texts = string_inputs(*inputs, "inputs", max_batch, r.batch);
+  r.texts = tei_inputs(root, max_batch, r.batch);
   r.normalize = opt_bool(root, "normalize");
   r.truncate = opt_bool(root, "truncate");
   if (auto dir = opt_string(root, "truncation_direction")) {
@@ -180,10 +185,8 @@ EmbedRequest parse_openai_embed(std::string_view body, size_t max_batch) {
 TokenizeRequest parse_tokenize(std::string_view body, size_t max_batch) {
   element root = parse_object(body);
   TokenizeRequest r;
-  auto inputs = field(root, "inputs");
-  if (!inputs) throw validation("missing field `inputs` (a string or a list of strings)");
   bool batch = false;
-  r.texts = string_inputs(*inputs, "inputs", max_batch, batch);
+  r.texts = tei_inputs(root, max_batch, batch);
   r.add_special_tokens = opt_bool(root, "add_special_tokens").value_or(true);
   r.prompt_name = opt_string(root, "prompt_name");
   return r;
