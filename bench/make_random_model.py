@@ -8,7 +8,8 @@ sentence-transformers modules: mean pooling + Normalize, max_seq_length 512.
 
   python3 bench/make_random_model.py --preset minilm --tokenizer-from DIR --out DIR
 Presets: minilm (all-MiniLM-L6-v2: 6 layers, 384 hidden, 12 heads, 1536 inter),
-         bge-base (bge-base-en-v1.5: 12 layers, 768 hidden, 12 heads, 3072 inter).
+         bge-base (bge-base-en-v1.5: 12 layers, 768 hidden, 12 heads, 3072 inter),
+         thin (1 layer, 384 hidden, 384 inter: the server's request path without model cost).
 """
 import argparse
 import json
@@ -18,6 +19,9 @@ import shutil
 PRESETS = {
     "minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
     "bge-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    # MiniLM's output size with one thin layer: the model's cost is negligible, so a server run on
+    # it measures the request path (HTTP, JSON, tokenization, batching) alone.
+    "thin": dict(num_hidden_layers=1, hidden_size=384, num_attention_heads=12, intermediate_size=384),
 }
 
 

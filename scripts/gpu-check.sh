@@ -98,6 +98,53 @@ for s in $stages; do
       kill -TERM $spid; wait $spid; echo "server exit code $?"
       summary+=("serve metrics: $(tr '\n' ' ' < "$OUT/serve_metrics.txt")")
       ;;
+    serve-cpp)
+      # Single- and 32-text requests with EmbedBench's C++ client (a thread per connection; far
+      # cheaper per request than the Python load generator), against offline `embedkit embed` on
+      # the same texts (bench/corpora/short.txt × 50). Server and client CPU seconds are read from
+      # /proc so the table says which side the cores went to. SERVE_MODELS: minilm and/or thin (a
+      # one-layer model: the request path without model cost).
+      for _ in $(seq 50); do cat bench/corpora/short.txt; done > /tmp/short50.txt
+      for mname in ${SERVE_MODELS:-minilm}; do
+        [ -f $M/$mname/model.safetensors ] || python3 bench/make_random_model.py --preset $mname --tokenizer-from $D/tokenizer --out $M/$mname
+        timeout 120 $D/bin/embedkit embed -m $M/$mname --device cuda -i /tmp/short50.txt -f npy -o /tmp/short50.npy --timings \
+          > "$OUT/servecpp_offline_$mname.log" 2>&1
+        summary+=("serve-cpp $mname offline short×50: $(grep -E 'embed total' "$OUT/servecpp_offline_$mname.log" | tr -s ' ')")
+        for ht in ${SERVE_HTTP_THREADS_LIST:-4 8}; do
+          $D/bin/embedkit serve -m $M/$mname --device cuda --port 18081 --log-level warn --http-threads $ht \
+            > "$OUT/servecpp_${mname}_$ht.log" 2>&1 &
+          spid=$!
+          for _ in $(seq 300); do curl -sf localhost:18081/health >/dev/null && break; sleep 0.1; done
+          for bs in ${SERVE_BATCHES:-1 32}; do
+            n=$(( ${SERVE_REQS:-60000} / bs )); [ $n -lt 4096 ] && n=4096
+            cpu0=$(awk '{print $14+$15}' /proc/$spid/stat); t0=$(date +%s.%N)
+            timeout ${SERVE_CPP_TIMEOUT:-90} $D/bin/embedkit bench latency --url http://127.0.0.1:18081 -m $M/$mname --corpus short \
+              --batch-size $bs --concurrency ${SERVE_CONC:-64,256,1024} --iterations $n --warmup 20 --no-local-tokens --no-progress -q \
+              -o "$OUT/servecpp_${mname}_h${ht}_b$bs" > "$OUT/servecpp_${mname}_h${ht}_b$bs.log" 2>&1
+            rc=$?; cpu1=$(awk '{print $14+$15}' /proc/$spid/stat); t1=$(date +%s.%N)
+            line=$(python3 - "$OUT/servecpp_${mname}_h${ht}_b$bs/embedbench.json" <<'PY'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception as e:
+    print("no report:", e); sys.exit(0)
+out = []
+for s in r["scenarios"]:
+    for l in s.get("remote_levels", []):
+        out.append(f"c{l['concurrency']}: {l['requests_per_s']:.0f} req/s {l['texts_per_s']:.0f} texts/s p50 {l['latency_ms']['p50']:.2f} p99 {l['latency_ms']['p99']:.2f} err {l['errors']}")
+print("; ".join(out))
+PY
+)
+            srv=$(python3 -c "print(f'{($cpu1-$cpu0)/100:.1f} server CPU-s over {$t1-$t0:.1f} s')")
+            echo "serve-cpp $mname http-threads $ht batch $bs (rc $rc): $line; $srv"
+            summary+=("serve-cpp $mname http-threads $ht batch $bs (rc $rc): $line; $srv")
+          done
+          curl -s localhost:18081/metrics | grep -E "^te_(batch_next_size_(sum|count)|batch_next_tokens_sum)" | tr '\n' ' ' > "$OUT/servecpp_metrics_${mname}_$ht.txt"
+          summary+=("serve-cpp metrics: $(cat "$OUT/servecpp_metrics_${mname}_$ht.txt")")
+          kill -TERM $spid; wait $spid
+        done
+      done
+      ;;
     torch-minilm|torch-bge)
       name=${s#torch-}
       [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }

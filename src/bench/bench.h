@@ -19,6 +19,12 @@ struct ScenarioSpec {
   std::string corpus;  // short | mixed | long (bench/corpora) or a file with one text per line
   size_t batch_size = 1;  // texts per embed() call / per HTTP request
   int iterations = 1, warmup = 0;
+  // Time floors (seconds; < 0 = automatic: 0 on the CPU, GPU values below). Warm-up goes on past
+  // `warmup` iterations until warmup_seconds have passed, walking the same batches the timed loop
+  // will use (every batch shape seen, GPU clocks settled); the timed loop goes on past
+  // `iterations` until min_seconds have passed, so NVML's energy counter and its 1-s power
+  // average cover a window they can resolve. The report gives the iterations actually run.
+  double warmup_seconds = -1, min_seconds = -1;
   // comparison: every model × device × dtype × threads combination side by side.
   std::vector<std::string> models, devices, dtypes;
   std::vector<int> threads;
@@ -27,6 +33,9 @@ struct ScenarioSpec {
   size_t sweep_min_texts = 512;   // each point embeds at least this many texts (and 3 calls)
   double sweep_tolerance = 0.02;  // choose the smallest setting within this share of the best
 };
+
+// Automatic time floors on a GPU (ScenarioSpec::warmup_seconds / min_seconds < 0).
+inline constexpr double kGpuWarmupSeconds = 1.0, kGpuMinSeconds = 2.0;
 
 // The built-in scenarios (latency: batch 1 × 1,000 after 100 warm-up on short texts, ...).
 ScenarioSpec default_scenario(const std::string& kind);

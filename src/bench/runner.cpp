@@ -238,17 +238,23 @@ struct Measured {
   double texts_per_s = 0;
 };
 
-// Warm-up, then `iterations` timed embed() calls under the profiler and the resource monitor.
+// Warm-up, then `iterations` timed embed() calls under the profiler and the resource monitor,
+// each phase stretched to its time floor (see ScenarioSpec::warmup_seconds / min_seconds).
 Measured measure(Engine& eng, const std::vector<std::string>& corpus, size_t batch, int iterations, int warmup,
-                 const BenchOptions& opt, const std::string& label, bool keep_samples) {
+                 double warmup_s, double min_s, const BenchOptions& opt, const std::string& label, bool keep_samples) {
   if (batch == 0) throw Error(label + ": batch size must be at least 1");
   if (iterations < 1) throw Error(label + ": iterations must be at least 1");
   if (warmup < 0) throw Error(label + ": warm-up iterations must be >= 0");
+  if (warmup_s < 0) warmup_s = eng.gpu ? kGpuWarmupSeconds : 0.0;
+  if (min_s < 0) min_s = eng.gpu ? kGpuMinSeconds : 0.0;
   BatchSource src(corpus, batch);
   ProgressBar bar(opt.progress, label, size_t(warmup + iterations));
-  for (int i = 0; i < warmup; ++i) {
+  int warmup_run = 0;
+  for (const double w0 = now_s(); warmup_run < warmup || now_s() - w0 < warmup_s; ++warmup_run) {
+    // Past the first `iterations` batches, start again: warm exactly what will be timed.
+    if (warmup_run > 0 && warmup_run % iterations == 0) src.rewind();
     eng.embedder->embed(src.next());
-    bar.update(size_t(i + 1));
+    bar.update(size_t(std::min(warmup_run + 1, warmup)));
   }
   src.rewind();
   ResourceMonitor::Options mo;
@@ -261,7 +267,8 @@ Measured measure(Engine& eng, const std::vector<std::string>& corpus, size_t bat
   monitor.start();
   reset_metrics();
   start_profiling();
-  for (int i = 0; i < iterations; ++i) {
+  int run = 0;
+  for (const double t_start = now_s(); run < iterations || now_s() - t_start < min_s; ++run) {
     const auto& texts_in = src.next();
     const double t0 = now_s();
     Embeddings e = eng.embedder->embed(texts_in);
@@ -270,19 +277,23 @@ Measured measure(Engine& eng, const std::vector<std::string>& corpus, size_t bat
     wall_ms.push_back(dt * 1e3);
     iter_tput.push_back(double(texts_in.size()) / dt);
     texts += texts_in.size();
-    bar.update(size_t(warmup + i + 1));
+    bar.update(size_t(warmup + std::min(run + 1, iterations)));
   }
   Profile prof = stop_profiling();
   MonitorSummary mem = monitor.stop();
   bar.finish();
-  EK_CHECK(prof.calls.size() == size_t(iterations), "profiler missed calls");
+  EK_CHECK(prof.calls.size() == size_t(run), "profiler missed calls");
 
   double wall_sum = 0;
   for (double w : wall_ms) wall_sum += w;
   Value r = Value::object();
   r["batch_size"] = batch;
-  r["iterations"] = iterations;
-  r["warmup"] = warmup;
+  r["iterations"] = run;
+  r["iterations_requested"] = iterations;
+  r["warmup"] = warmup_run;
+  r["warmup_requested"] = warmup;
+  r["warmup_seconds_floor"] = warmup_s;
+  r["min_seconds_floor"] = min_s;
   r["texts"] = texts;
   r["tokens"] = prof.tokens;
   r["batches"] = prof.batches;
@@ -413,7 +424,7 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
     }
     // Enough calls that every point embeds at least sweep_min_texts texts (and 3 calls).
     const int iters = std::max<int>(s.iterations, int((s.sweep_min_texts + batch - 1) / batch));
-    Measured m = measure(*e, corpus, batch, iters, s.warmup, opt,
+    Measured m = measure(*e, corpus, batch, iters, s.warmup, s.warmup_seconds, s.min_seconds, opt,
                          s.name + (budgets ? " budget " : " batch ") + std::to_string(x), false);
     Value p = Value::object();
     p[budgets ? "token_budget" : "batch_size"] = x;
@@ -488,7 +499,8 @@ Value run_comparison(const Engine& base, const ScenarioSpec& s, const std::vecto
             continue;
           }
           const std::string label = s.name + " " + device + " " + dtype + (device == "cpu" ? " t" + std::to_string(o.threads) : "");
-          Measured m = measure(e, corpus, s.batch_size, s.iterations, s.warmup, opt, label, false);
+          Measured m = measure(e, corpus, s.batch_size, s.iterations, s.warmup, s.warmup_seconds, s.min_seconds, opt,
+                               label, false);
           Value row = Value::object();
           row["engine"] = engine_value(e);
           row["result"] = m.v;
@@ -512,6 +524,8 @@ Value spec_value(const ScenarioSpec& s) {
   v["batch_size"] = s.batch_size;
   v["iterations"] = s.iterations;
   v["warmup"] = s.warmup;
+  v["warmup_seconds"] = s.warmup_seconds;
+  v["min_seconds"] = s.min_seconds;
   if (s.kind == "comparison") {
     v["models"] = Value::array_of(s.models);
     v["devices"] = Value::array_of(s.devices);
@@ -575,7 +589,8 @@ Value run_bench(const BenchOptions& opt) {
     } else if (s.kind == "comparison") {
       sv["comparison"] = run_comparison(eng, s, corpus, opt);
     } else {
-      sv["result"] = measure(eng, corpus, s.batch_size, s.iterations, s.warmup, opt, s.name, true).v;
+      sv["result"] = measure(eng, corpus, s.batch_size, s.iterations, s.warmup, s.warmup_seconds, s.min_seconds, opt,
+                             s.name, true).v;
     }
     scenarios.push_back(sv);
   }

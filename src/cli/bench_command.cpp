@@ -24,7 +24,7 @@ struct Flags {
   std::vector<std::string> models, devices, dtypes;
   std::vector<int> threads_list;
   std::vector<size_t> sweep_batch_sizes, sweep_token_budgets;
-  double sweep_tolerance = -1;
+  double sweep_tolerance = -1, warmup_seconds = -1, min_seconds = -1;
   size_t sweep_min_texts = 0;
   bool no_progress = false, quiet = false, no_local_tokens = false;
   int sample_ms = 20;
@@ -63,7 +63,7 @@ std::vector<T> ints_of(const json::Element& arr, const std::string& where) {
 }
 
 // Reads a scenario file: {"model", "device", "dtype", "threads", "batch_tokens", "scenarios": [
-// {"kind", "name", "corpus", "batch_size", "iterations", "warmup", "models", "devices", "dtypes",
+// {"kind", "name", "corpus", "batch_size", "iterations", "warmup", "warmup_seconds", "min_seconds", "models", "devices", "dtypes",
 // "threads", "sweep_batch_sizes", "sweep_token_budgets", "sweep_min_texts", "sweep_tolerance"}]}.
 void read_config(const std::string& path, bench::BenchOptions& opt) {
   if (path.ends_with(".yaml") || path.ends_with(".yml"))
@@ -89,7 +89,8 @@ void read_config(const std::string& path, bench::BenchOptions& opt) {
     if (!e.is_object()) throw Error(where + ": expected an object");
     const std::string kind = json::get_string(e, "kind", where);
     bench::ScenarioSpec s = bench::default_scenario(kind);
-    const std::set<std::string> known = {"kind", "name", "corpus", "batch_size", "iterations", "warmup", "models",
+    const std::set<std::string> known = {"kind", "name", "corpus", "batch_size", "iterations", "warmup",
+                                         "warmup_seconds", "min_seconds", "models",
                                          "devices", "dtypes", "threads", "sweep_batch_sizes", "sweep_token_budgets",
                                          "sweep_min_texts", "sweep_tolerance"};
     for (auto [k, v] : json::object_of(e))
@@ -99,6 +100,8 @@ void read_config(const std::string& path, bench::BenchOptions& opt) {
     if (auto v = json::opt_int(e, "batch_size", where)) s.batch_size = size_t(*v);
     if (auto v = json::opt_int(e, "iterations", where)) s.iterations = int(*v);
     if (auto v = json::opt_int(e, "warmup", where)) s.warmup = int(*v);
+    if (auto v = json::opt_double(e, "warmup_seconds", where)) s.warmup_seconds = *v;
+    if (auto v = json::opt_double(e, "min_seconds", where)) s.min_seconds = *v;
     if (auto v = json::opt_int(e, "sweep_min_texts", where)) s.sweep_min_texts = size_t(*v);
     if (auto v = json::opt_double(e, "sweep_tolerance", where)) s.sweep_tolerance = *v;
     if (auto v = json::field(e, "models")) s.models = strings_of(*v, where + ".models");
@@ -128,6 +131,8 @@ CLI::App* add_bench_command(CLI::App& app) {
       "  memory      batch 256, 5 iterations after 1 warm-up, long texts (memory and energy)\n"
       "  comparison  batch 32, 100 iterations: --models x --devices x --dtypes x --threads-list side by side\n"
       "  sweep       batch sizes 1..512 (or --sweep-token-budgets): picks the best setting\n"
+      "On a GPU, warm-up lasts at least 1 s and the timed part at least 2 s (more iterations than asked where needed:\n"
+      "clocks settle, and NVML's energy counter resolves the window); --warmup-seconds / --min-seconds change that.\n"
       "Remote mode (--url http://HOST:PORT): latency/throughput/memory requests to a TEI (--api tei, POST /embed) or\n"
       "OpenAI-compatible (--api openai, POST /v1/embeddings) server at each --concurrency level; /metrics is read\n"
       "before and after each level for server-side token counts.\n"
@@ -142,6 +147,8 @@ CLI::App* add_bench_command(CLI::App& app) {
   b->add_option("--batch-size", f.batch_size, "Texts per call / request, for every chosen scenario");
   b->add_option("--iterations", f.iterations, "Timed iterations, for every chosen scenario");
   b->add_option("--warmup", f.warmup, "Warm-up iterations, for every chosen scenario");
+  b->add_option("--warmup-seconds", f.warmup_seconds, "Warm-up lasts at least this long (default: 1 on GPU, 0 on CPU)");
+  b->add_option("--min-seconds", f.min_seconds, "Timed part lasts at least this long (default: 2 on GPU, 0 on CPU)");
   b->add_option("--corpus", f.corpus, "short | mixed | long, or a text file (one text per line), for every chosen scenario");
   b->add_option("--corpus-dir", f.corpus_dir, "Directory holding short.txt, mixed.txt, long.txt (default: bench/corpora)");
   b->add_option("--models", f.models, "comparison: models side by side")->delimiter(',');
@@ -202,6 +209,8 @@ int run_bench_command(int argc, char** argv) {
     if (given("--batch-size")) s.batch_size = f.batch_size;
     if (given("--iterations")) s.iterations = f.iterations;
     if (given("--warmup")) s.warmup = f.warmup;
+    if (given("--warmup-seconds")) s.warmup_seconds = f.warmup_seconds;
+    if (given("--min-seconds")) s.min_seconds = f.min_seconds;
     if (given("--corpus")) s.corpus = f.corpus;
     if (given("--models")) s.models = f.models;
     if (given("--devices")) s.devices = f.devices;

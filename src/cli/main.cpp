@@ -154,12 +154,30 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
+// True when the command line asks for `--device cuda`, or `--device auto` on a machine with an
+// NVIDIA driver (its control node exists): decided before anything loads (see main()).
+static bool asks_for_gpu(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i], v;
+    if (a == "--device" && i + 1 < argc) v = argv[i + 1];
+    else if (a.starts_with("--device=")) v = a.substr(9);
+    else continue;
+    if (v == "cuda" || v.starts_with("cuda:")) return true;
+    if (v == "auto") return access("/dev/nvidiactl", F_OK) == 0;
+  }
+  return false;
+}
+
 int main(int argc, char** argv) {
   // `serve` shares the cores between HTTP, tokenization and model threads: OpenMP workers that
   // spin between parallel regions (libgomp's default) starve the others — a 148-token request
-  // took 0.4–2.5 s instead of 0.08 s on 2 busy cores. libgomp reads OMP_WAIT_POLICY once at
-  // load, so set it and re-execute when the user has not chosen.
-  if (argc > 1 && std::strcmp(argv[1], "serve") == 0 && !std::getenv("OMP_WAIT_POLICY")) {
+  // took 0.4–2.5 s instead of 0.08 s on 2 busy cores. The same holds for any run on the GPU:
+  // tokenization's worker team would spin on every core while the batcher's threads feed the
+  // device. libgomp reads OMP_WAIT_POLICY once at load, so set it and re-execute when the user
+  // has not chosen. (CPU inference keeps the spinning default: its back-to-back parallel regions
+  // gain from it.)
+  if (argc > 1 && !std::getenv("OMP_WAIT_POLICY") &&
+      (std::strcmp(argv[1], "serve") == 0 || asks_for_gpu(argc, argv))) {
     setenv("OMP_WAIT_POLICY", "passive", 1);
     execv("/proc/self/exe", argv);  // on failure, carry on with the default policy
   }

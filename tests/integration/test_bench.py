@@ -179,6 +179,20 @@ def test_back_to_back_throughput_within_10pct(embedkit_bin, tmp_path):
     assert abs(medians[0] / medians[1] - 1) <= 0.10, medians
 
 
+def test_time_floors_stretch_warmup_and_timed_part(embedkit_bin, tmp_path):
+    # --warmup-seconds / --min-seconds (automatic on a GPU): more iterations than asked, never fewer,
+    # and the report says how many ran and over how long.
+    r = bench(embedkit_bin, "latency", "--threads", 1, "--iterations", 3, "--warmup", 1, "--warmup-seconds", 0.3,
+              "--min-seconds", 0.6, "-q", "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "embedbench.json").read_text())["scenarios"][0]["result"]
+    assert res["iterations_requested"] == 3 and res["warmup_requested"] == 1
+    assert res["iterations"] > 3 and res["warmup"] > 1, (res["iterations"], res["warmup"])
+    assert res["wall_s"] >= 0.6 * 0.9, res["wall_s"]  # wall_s sums the timed calls only
+    assert res["latency_ms"]["count"] == res["iterations"]
+    assert res["min_seconds_floor"] == 0.6 and res["warmup_seconds_floor"] == 0.3
+
+
 @pytest.fixture(scope="module")
 def stub_server(minilm_dir):
     p = subprocess.Popen([sys.executable, str(ROOT / "tests/integration/bench_stub_server.py"), "--model-dir",
