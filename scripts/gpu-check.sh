@@ -105,6 +105,7 @@ for s in $stages; do
       # /proc so the table says which side the cores went to. SERVE_MODELS: minilm and/or thin (a
       # one-layer model: the request path without model cost).
       for _ in $(seq 50); do cat bench/corpora/short.txt; done > /tmp/short50.txt
+      echo "open files: soft $(ulimit -Sn) hard $(ulimit -Hn)"; ulimit -n 65536 2>/dev/null || ulimit -n $(ulimit -Hn)
       for mname in ${SERVE_MODELS:-minilm}; do
         [ -f $M/$mname/model.safetensors ] || python3 bench/make_random_model.py --preset $mname --tokenizer-from $D/tokenizer --out $M/$mname
         timeout 120 $D/bin/embedkit embed -m $M/$mname --device cuda -i /tmp/short50.txt -f npy -o /tmp/short50.npy --timings \
@@ -119,7 +120,7 @@ for s in $stages; do
             n=$(( ${SERVE_REQS:-60000} / bs )); [ $n -lt 4096 ] && n=4096
             cpu0=$(awk '{print $14+$15}' /proc/$spid/stat); t0=$(date +%s.%N)
             timeout ${SERVE_CPP_TIMEOUT:-90} $D/bin/embedkit bench latency --url http://127.0.0.1:18081 -m $M/$mname --corpus short \
-              --batch-size $bs --concurrency ${SERVE_CONC:-64,256,1024} --iterations $n --warmup 20 --no-local-tokens --no-progress -q \
+              --batch-size $bs --concurrency ${SERVE_CONC:-64,256,1024} --iterations $n --warmup 20 --no-local-tokens --no-progress -q --timeout 20 \
               -o "$OUT/servecpp_${mname}_h${ht}_b$bs" > "$OUT/servecpp_${mname}_h${ht}_b$bs.log" 2>&1
             rc=$?; cpu1=$(awk '{print $14+$15}' /proc/$spid/stat); t1=$(date +%s.%N)
             line=$(python3 - "$OUT/servecpp_${mname}_h${ht}_b$bs/embedbench.json" <<'PY'
@@ -137,6 +138,7 @@ PY
 )
             srv=$(python3 -c "print(f'{($cpu1-$cpu0)/100:.1f} server CPU-s over {$t1-$t0:.1f} s')")
             echo "serve-cpp $mname http-threads $ht batch $bs (rc $rc): $line; $srv"
+            [ $rc = 0 ] || { tail -5 "$OUT/servecpp_${mname}_h${ht}_b$bs.log"; grep -v "^INFO" "$OUT/servecpp_${mname}_$ht.log" | tail -5; }
             summary+=("serve-cpp $mname http-threads $ht batch $bs (rc $rc): $line; $srv")
           done
           curl -s localhost:18081/metrics | grep -E "^te_(batch_next_size_(sum|count)|batch_next_tokens_sum)" | tr '\n' ' ' > "$OUT/servecpp_metrics_${mname}_$ht.txt"

@@ -1,6 +1,8 @@
 // EmbedBench remote mode: the scenarios' requests sent to a TEI- (POST /embed) or OpenAI-
 // (POST /v1/embeddings) compatible endpoint by `concurrency` keep-alive connections, with the
 // server's Prometheus /metrics read before and after each level.
+#include <sys/resource.h>
+
 #include <simdjson.h>
 
 #include <algorithm>
@@ -179,6 +181,15 @@ Value run_remote(const BenchOptions& opt, Value report) {
     Value levels = Value::array();
     for (int conc : opt.concurrency) {
       if (conc < 1) throw Error("--concurrency " + std::to_string(conc) + ": must be at least 1");
+      // One descriptor per connection: raise the soft open-files limit to the hard one, and say
+      // so up front where even that is too small (else connections fail part-way through).
+      rlimit rl{};
+      if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) rl.rlim_cur = rl.rlim_max, setrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur != RLIM_INFINITY && rlim_t(conc) + 64 > rl.rlim_cur)
+          throw Error("--concurrency " + std::to_string(conc) + ": needs about " + std::to_string(conc + 64) +
+                      " open files, the limit is " + std::to_string(rl.rlim_cur) + " (raise it: ulimit -n)");
+      }
       // Every connection gets at least two requests so each level measures steady traffic.
       const size_t requests = std::max<size_t>(size_t(s.iterations), 2 * size_t(conc));
       {  // warm-up, one connection

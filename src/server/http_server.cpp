@@ -4,10 +4,12 @@
 #include <sys/resource.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -50,6 +52,8 @@ struct HttpServer::Impl {
   Handler handler;
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
+  net::steady_timer accept_retry{ioc};  // out of descriptors: accept again after a pause
+  std::atomic<int64_t> accept_failures{0};
   std::vector<std::thread> threads;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
 
@@ -242,9 +246,18 @@ void HttpServer::Impl::accept() {
     if (!ec) {
       socket.set_option(tcp::no_delay(true), ec);
       std::make_shared<Session>(std::move(socket), *this)->start();
+      accept();
+      return;
     }
-    // EMFILE and the like: keep accepting (the failed connection is simply not served).
-    accept();
+    // EMFILE/ENFILE/ENOBUFS and the like: the connection stays in the listen backlog. Accepting
+    // again at once would fail at once (a busy loop); wait for descriptors to free up.
+    if (accept_failures++ % 1000 == 0)
+      std::fprintf(stderr, "WARN accept failed (%s): %lld so far; raise the open-files limit (ulimit -n) for more connections\n",
+                   ec.message().c_str(), (long long)accept_failures.load());
+    accept_retry.expires_after(std::chrono::milliseconds(20));
+    accept_retry.async_wait([this](beast::error_code e) {
+      if (!e && acceptor.is_open()) accept();
+    });
   });
 }
 
@@ -284,6 +297,7 @@ void HttpServer::drain(std::chrono::milliseconds grace) {
   net::post(s.ioc, [&s] {
     beast::error_code ec;
     s.acceptor.close(ec);
+    s.accept_retry.cancel();
   });
   std::vector<std::shared_ptr<Session>> live;
   {
