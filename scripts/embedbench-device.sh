@@ -105,3 +105,6 @@ if ng:
     print("latency, CUDA graphs off, mean ms: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()) +
           f"; phases/wall {r['phase_check']['ratio']:.3f}")
 PY
+# One archive instead of dozens of report files (the device tool brings back a limited number).
+tar -C "$OUT" -czf "$OUT/embedbench-reports.tgz" $(cd "$OUT" && ls -d embedbench-*/ 2>/dev/null) && \
+  (cd "$OUT" && rm -rf embedbench-*/)
