@@ -142,11 +142,12 @@ def main():
     form_names = [f for f in args.forms.split(",") if f in ("eager", "compiled")]
     forms = {}
     if form_names:
-        try:
-            eager = AutoModel.from_pretrained(args.model, dtype=torch.bfloat16, attn_implementation="sdpa")
-        except TypeError:
-            eager = AutoModel.from_pretrained(args.model, torch_dtype=torch.bfloat16, attn_implementation="sdpa")
-        eager = eager.cuda().eval()
+        # torch_dtype (renamed dtype in new transformers, still accepted) and an explicit cast, so
+        # no version can silently leave the weights in fp32.
+        eager = AutoModel.from_pretrained(args.model, torch_dtype=torch.bfloat16, attn_implementation="sdpa")
+        eager = eager.to(device="cuda", dtype=torch.bfloat16).eval()
+        log(f"torch model: {type(eager).__name__}, {next(eager.parameters()).dtype}, "
+            f"attention {getattr(eager.config, '_attn_implementation', '?')}")
         forms["eager"] = eager
         if "compiled" in form_names:
             forms["compiled"] = torch.compile(eager, dynamic=True)

@@ -49,22 +49,20 @@ def write_ids(path, seqs):
 class Reference:
     """transformers Qwen3Model in fp32 on the GPU, one sequence at a time (no padding)."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, device="cuda"):
         import torch
         from transformers import AutoModel
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         self.torch = torch
-        try:
-            m = AutoModel.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
-        except TypeError:
-            m = AutoModel.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="sdpa")
-        self.model = m.cuda().eval()
+        m = AutoModel.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="sdpa")
+        self.device = device
+        self.model = m.to(device=device, dtype=torch.float32).eval()
 
     def embed(self, ids):
         torch = self.torch
         with torch.inference_mode():
-            x = torch.tensor([list(ids)], dtype=torch.long, device="cuda")
+            x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
             h = self.model(input_ids=x).last_hidden_state[0, -1].float()
             return torch.nn.functional.normalize(h, dim=-1).cpu().numpy()
 
