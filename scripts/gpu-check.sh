@@ -155,7 +155,7 @@ for s in $stages; do
       # Per-op device time (EMBEDKIT_PROFILE_OPS=1: an event between ops) of EmbedKit alone, per
       # workload of the speed table, 64k-token batches (long4096: 32k).
       qwen3_model 0.6b
-      for wl in ${QWEN3_WORKLOADS:-short medium long512 long4096}; do
+      for wl in $(echo ${QWEN3_WORKLOADS:-short,medium,long512,long4096} | tr , " "); do
         python3 -c "import sys; sys.path.insert(0, 'bench'); import qwen3_gpu_vs_pytorch as q; w = q.WORKLOADS['$wl']; q.write_ids('/tmp/qids_p_$wl.bin', q.make_ids(w[0], w[1], w[2], list(q.WORKLOADS).index('$wl') + 1))"
         b=65536; [ $wl = long4096 ] && b=32768
         r=$(EMBEDKIT_PROFILE_OPS=1 timeout 120 $D/bin/embedkit_gpu_bench --model $M/qwen3-0.6b --dtype bf16 --ids /tmp/qids_p_$wl.bin --budgets $b --reps 2)
