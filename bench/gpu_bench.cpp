@@ -1,5 +1,7 @@
 // embedkit_gpu_bench: times the CUDA encoder on pre-tokenized workloads (equal token ids for
 // every engine, tokenization excluded) and the library's batch-1 latency (tokenization included).
+// BERT-family models run cuda::BertEncoder with mean pooling (fp16 by default); Qwen3 models run
+// cuda::Qwen3Encoder with last-token pooling (bf16 by default), as Qwen3-Embedding does.
 //
 //   embedkit_gpu_bench --model DIR --ids FILE [--dtype fp16|bf16] [--budgets 8192,16384,...] [--reps 5]
 //   embedkit_gpu_bench --model DIR --latency "a sixteen token query ..." [--iters 1000]
@@ -10,16 +12,20 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <numeric>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cuda/bert_cuda.h"
+#include "cuda/qwen3_cuda.h"
 #include "embedkit/embedkit.h"
 #include "loader/model_files.h"
 #include "loader/safetensors.h"
 #include "models/bert.h"
+#include "models/qwen3.h"
 #include "util/error.h"
 
 using namespace embedkit;
@@ -50,7 +56,7 @@ static std::vector<size_t> parse_list(const std::string& s) {
 }
 
 int main(int argc, char** argv) {
-  std::string model, ids_path, dtype = "fp16", budgets = "4096,8192,16384,32768,65536", latency_text, check_ids, out_path;
+  std::string model, ids_path, dtype = "auto", budgets = "4096,8192,16384,32768,65536", latency_text, check_ids, out_path;
   int reps = 5, iters = 1000;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -96,8 +102,35 @@ int main(int argc, char** argv) {
     const std::string dir = resolve_model_dir(model);
     ModelFiles files = read_model_files(dir);
     WeightStore ws = WeightStore::open_dir(files.transformer_dir);
-    BertModel cpu_model(files.config, ws);
+    const bool qwen3 = files.config.is_decoder();
+    std::unique_ptr<BertModel> bert_model;
+    std::unique_ptr<Qwen3Model> qwen3_model;
+    if (qwen3) qwen3_model = std::make_unique<Qwen3Model>(files.config, ws);
+    else bert_model = std::make_unique<BertModel>(files.config, ws);
+    if (dtype == "auto") dtype = qwen3 ? "bf16" : "fp16";
     const auto prec = dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
+    // One encoder interface for both architectures: encode(batch, normalize, out) and its times.
+    struct Encoder {
+      std::unique_ptr<cuda::BertEncoder> bert;
+      std::unique_ptr<cuda::Qwen3Encoder> qwen3;
+      PoolingConfig pooling;
+      void encode(const PackedBatch& b, float* out) {
+        if (bert) bert->encode(b, pooling, {}, true, out);
+        else qwen3->encode(b, pooling, {}, true, out);
+      }
+      const cuda::PhaseTimes& times() const { return bert ? bert->last_times() : qwen3->last_times(); }
+    };
+    auto make_encoder = [&](size_t budget) {
+      auto e = std::make_unique<Encoder>();
+      if (qwen3) {
+        e->qwen3 = std::make_unique<cuda::Qwen3Encoder>(files.config, qwen3_model->weights(), prec, budget);
+        e->pooling.mean = false;
+        e->pooling.last_token = true;  // + normalize: Qwen3-Embedding's modules
+      } else {
+        e->bert = std::make_unique<cuda::BertEncoder>(files.config, bert_model->weights(), prec, budget);
+      }
+      return e;
+    };
     auto seqs = read_ids(check_ids.empty() ? ids_path : check_ids);
     std::vector<size_t> order(seqs.size());
     std::iota(order.begin(), order.end(), size_t(0));
@@ -105,7 +138,7 @@ int main(int argc, char** argv) {
     size_t total_tokens = 0;
     for (auto& s : seqs) total_tokens += s.size();
     const int64_t pdim = files.config.hidden_size;
-    PoolingConfig mean;  // mean pooling + normalize, as sentence-transformers' MiniLM/BGE setups
+    // BERT: mean pooling + normalize, as sentence-transformers' MiniLM/BGE setups (PoolingConfig's default).
     auto make_batches = [&](size_t budget) {
       std::vector<PackedBatch> batches;
       for (size_t start = 0; start < order.size();) {
@@ -127,12 +160,12 @@ int main(int argc, char** argv) {
       return batches;
     };
     if (!check_ids.empty()) {
-      cuda::BertEncoder enc(files.config, cpu_model.weights(), prec, 8192);
+      auto enc = make_encoder(8192);
       std::vector<float> out(seqs.size() * size_t(pdim)), rows;
       size_t k = 0;
       for (auto& b : make_batches(8192)) {
         rows.resize(size_t(b.sequences() * pdim));
-        enc.encode(b, mean, {}, true, rows.data());
+        enc->encode(b, rows.data());
         for (int64_t s = 0; s < b.sequences(); ++s, ++k)
           std::copy(rows.begin() + s * pdim, rows.begin() + (s + 1) * pdim, out.begin() + int64_t(order[k]) * pdim);
       }
@@ -140,9 +173,20 @@ int main(int argc, char** argv) {
       f.write(reinterpret_cast<const char*>(out.data()), std::streamsize(out.size() * 4));
       return 0;
     }
+    // Qwen3: one encoder sized for the largest budget (uploading 0.6B weights per budget is slow;
+    // a larger workspace changes nothing else). BERT: one per budget, as before.
+    std::unique_ptr<Encoder> shared;
+    if (qwen3) {
+      size_t max_budget = 0;
+      for (size_t b : parse_list(budgets)) max_budget = std::max(max_budget, b);
+      size_t longest = 0;
+      for (auto& q : seqs) longest = std::max(longest, q.size());
+      shared = make_encoder(std::max(max_budget, longest));
+    }
     for (size_t budget : parse_list(budgets)) {
       auto batches = make_batches(budget);
-      cuda::BertEncoder enc(files.config, cpu_model.weights(), prec, budget);
+      std::unique_ptr<Encoder> own = shared ? nullptr : make_encoder(budget);
+      Encoder& enc = shared ? *shared : *own;
       std::vector<float> rows;
       double fwd_ms = 0;
       cuda::PhaseTimes sum;
@@ -150,8 +194,8 @@ int main(int argc, char** argv) {
         sum = {};
         for (auto& b : batches) {
           rows.resize(size_t(b.sequences() * pdim));
-          enc.encode(b, mean, {}, true, rows.data());
-          const auto& t = enc.last_times();
+          enc.encode(b, rows.data());
+          const auto& t = enc.times();
           fwd_ms += t.forward;
           sum.h2d += t.h2d, sum.forward += t.forward, sum.pool += t.pool, sum.d2h += t.d2h;
           sum.gemm += t.gemm, sum.attention += t.attention, sum.layernorm += t.layernorm;

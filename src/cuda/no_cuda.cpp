@@ -1,5 +1,6 @@
 // Stand-in for builds without the CUDA toolkit: the backend reports itself unavailable.
 #include "cuda/bert_cuda.h"
+#include "cuda/qwen3_cuda.h"
 #include "util/error.h"
 
 namespace embedkit::cuda {
@@ -22,6 +23,19 @@ const PhaseTimes& BertEncoder::last_times() const {
   return t;
 }
 std::string BertEncoder::device_name() const { return ""; }
+
+struct Qwen3Encoder::Impl {};
+Qwen3Encoder::Qwen3Encoder(const TransformerConfig&, const Qwen3Weights&, Precision, size_t) {
+  throw Error("CUDA backend not built");
+}
+Qwen3Encoder::~Qwen3Encoder() = default;
+void Qwen3Encoder::encode(const PackedBatch&, const PoolingConfig&, const std::vector<int32_t>&, bool, float*) {}
+const PhaseTimes& Qwen3Encoder::last_times() const {
+  static PhaseTimes t;
+  return t;
+}
+std::string Qwen3Encoder::device_name() const { return ""; }
+size_t Qwen3Encoder::workspace_bytes_per_token(const TransformerConfig&) { return 0; }
 
 void cosine_similarity(const float*, size_t, const float*, size_t, size_t, float*) {
   std::string why;

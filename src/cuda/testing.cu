@@ -4,7 +4,10 @@
 #include <vector>
 
 #include "cuda/bert_cuda.h"
+#include "cuda/decoder_kernels.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/qwen3_cuda.h"
+#include "ops/decoder_ops.h"
 
 namespace embedkit::cuda::testing {
 namespace {
@@ -118,7 +121,7 @@ std::vector<float> attention_t(const std::vector<float>& qkv, const std::vector<
   Buf dq = up<T>(qkv), dc = up_int(cu), out = poisoned<T>(size_t(T_) * H * dh);
   Buf dt(tiles.size() * sizeof(int2));
   EK_CUDA(cudaMemcpy(dt.p, tiles.data(), tiles.size() * sizeof(int2), cudaMemcpyHostToDevice));
-  launch_attention<T>(dh, rows, dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, causal, out.as<T>(), 0);
+  launch_attention<T>(dh, rows, dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, H, causal, out.as<T>(), 0);
   EK_CUDA(cudaGetLastError());
   return down<T>(out, size_t(T_) * H * dh);
 }
@@ -137,6 +140,83 @@ std::vector<float> pool_t(const std::vector<float>& hidden, int d, const std::ve
   EK_CUDA(cudaGetLastError());
   EK_CUDA(cudaDeviceSynchronize());
   std::vector<float> h(size_t(S) * modes * d);
+  EK_CUDA(cudaMemcpy(h.data(), out.p, h.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// ---- decoder ops (qwen3_cuda.h)
+template <typename T>
+std::vector<float> add_rms_norm_t(const std::vector<float>& x, const std::vector<float>& hidden,
+                                  const std::vector<float>& w, int T_, int d, float eps, std::vector<float>* sum_out) {
+  Buf dx = up<T>(x.empty() ? std::vector<float>{0.f} : x), dh = up<T>(hidden), dw = up<T>(w);
+  Buf out = poisoned<T>(size_t(T_) * d);
+  launch_add_rmsnorm<T>(x.empty() ? nullptr : dx.as<T>(), dh.as<T>(), dw.as<T>(), out.as<T>(), T_, d, eps, 0);
+  EK_CUDA(cudaGetLastError());
+  if (sum_out) *sum_out = down<T>(dh, size_t(T_) * d);
+  return down<T>(out, size_t(T_) * d);
+}
+
+template <typename T>
+std::vector<float> qk_norm_rope_t(const std::vector<float>& qkv, const std::vector<int32_t>& positions,
+                                  const std::vector<float>& q_w, const std::vector<float>& k_w, int H, int KV, int dh,
+                                  float eps, double theta) {
+  const int T_ = int(positions.size());
+  int max_pos = 0;
+  for (int32_t p : positions) max_pos = std::max(max_pos, int(p));
+  cpu::RopeTable rope;
+  rope.build(max_pos + 1, dh, theta);
+  // In place (the kernel reads q/k and overwrites them), so the output cannot start as NaN: the
+  // comparison of every q/k element against the CPU op shows that each one was rewritten.
+  const size_t ld = size_t(H + 2 * KV) * dh;
+  Buf real = up<T>(qkv), dp = up_int(positions), dqw = up<T>(q_w), dkw = up<T>(k_w);
+  Buf dc(rope.cos.size() * sizeof(float)), ds(rope.sin.size() * sizeof(float));
+  EK_CUDA(cudaMemcpy(dc.p, rope.cos.data(), rope.cos.size() * sizeof(float), cudaMemcpyHostToDevice));
+  EK_CUDA(cudaMemcpy(ds.p, rope.sin.data(), rope.sin.size() * sizeof(float), cudaMemcpyHostToDevice));
+  launch_qk_norm_rope<T>(real.as<T>(), dp.as<int>(), dqw.as<T>(), dkw.as<T>(), dc.as<float>(), ds.as<float>(), T_, H, KV,
+                         dh, eps, 0);
+  EK_CUDA(cudaGetLastError());
+  return down<T>(real, size_t(T_) * ld);
+}
+
+template <typename T>
+std::vector<float> attention_gqa_t(const std::vector<float>& qkv, const std::vector<int32_t>& cu, int H, int KV, int dh,
+                                   bool causal) {
+  int max_len = 0;
+  const int S = int(cu.size()) - 1;
+  for (int s = 0; s < S; ++s) max_len = std::max(max_len, cu[s + 1] - cu[s]);
+  const int rows = attention_tile_rows(max_len, dh);
+  std::vector<int2> tiles;
+  make_attention_tiles(cu.data(), S, rows, causal, tiles);
+  const int T_ = cu.back();
+  Buf dq = up<T>(qkv), dc = up_int(cu), out = poisoned<T>(size_t(T_) * H * dh);
+  Buf dt(tiles.size() * sizeof(int2));
+  EK_CUDA(cudaMemcpy(dt.p, tiles.data(), tiles.size() * sizeof(int2), cudaMemcpyHostToDevice));
+  launch_attention<T>(dh, rows, dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, KV, causal, out.as<T>(),
+                      0);
+  EK_CUDA(cudaGetLastError());
+  return down<T>(out, size_t(T_) * H * dh);
+}
+
+template <typename T>
+std::vector<float> silu_mul_t(const std::vector<float>& gate_up, int T_, int I) {
+  Buf dg = up<T>(gate_up), out = poisoned<T>(size_t(T_) * I);
+  launch_silu_mul<T>(dg.as<T>(), out.as<T>(), T_, I, 0);
+  EK_CUDA(cudaGetLastError());
+  return down<T>(out, size_t(T_) * I);
+}
+
+template <typename T>
+std::vector<float> last_token_norm_pool_t(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu,
+                                          const std::vector<float>& w, float eps, bool normalize) {
+  const int S = int(cu.size()) - 1;
+  Buf dh = up<T>(hidden), dc = up_int(cu), dw = up<T>(w);
+  Buf out(size_t(S) * d * sizeof(float));
+  EK_CUDA(cudaMemset(out.p, 0xFF, size_t(S) * d * sizeof(float)));
+  last_token_norm_pool_kernel<T><<<(S + 7) / 8, 256>>>(dh.as<T>(), dc.as<int>(), dw.as<T>(), S, d, eps,
+                                                       normalize ? 1 : 0, out.as<float>(), d);
+  EK_CUDA(cudaGetLastError());
+  EK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> h(size_t(S) * d);
   EK_CUDA(cudaMemcpy(h.data(), out.p, h.size() * sizeof(float), cudaMemcpyDeviceToHost));
   return h;
 }
@@ -175,6 +255,33 @@ std::vector<float> attention(const std::vector<float>& qkv, const std::vector<in
 std::vector<float> pool(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu_seqlens,
                         const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize, Precision p) {
   return EK_DISPATCH(p, pool_t, hidden, d, cu_seqlens, c, skip, normalize);
+}
+
+std::vector<float> add_rms_norm(const std::vector<float>& x, const std::vector<float>& hidden,
+                                const std::vector<float>& w, int T, int d, float eps, Precision p,
+                                std::vector<float>* sum_out) {
+  EK_CHECK(d % 8 == 0 && hidden.size() == size_t(T) * d && (x.empty() || x.size() == hidden.size()));
+  return EK_DISPATCH(p, add_rms_norm_t, x, hidden, w, T, d, eps, sum_out);
+}
+std::vector<float> qk_norm_rope(const std::vector<float>& qkv, const std::vector<int32_t>& positions,
+                                const std::vector<float>& q_w, const std::vector<float>& k_w, int H, int KV, int dh,
+                                float eps, double theta, Precision p) {
+  EK_CHECK(qkv.size() == positions.size() * size_t(H + 2 * KV) * dh);
+  return EK_DISPATCH(p, qk_norm_rope_t, qkv, positions, q_w, k_w, H, KV, dh, eps, theta);
+}
+std::vector<float> attention_gqa(const std::vector<float>& qkv, const std::vector<int32_t>& cu_seqlens, int H, int KV,
+                                 int dh, bool causal, Precision p) {
+  EK_CHECK(qkv.size() == size_t(cu_seqlens.back()) * size_t(H + 2 * KV) * dh);
+  return EK_DISPATCH(p, attention_gqa_t, qkv, cu_seqlens, H, KV, dh, causal);
+}
+std::vector<float> silu_mul(const std::vector<float>& gate_up, int T, int I, Precision p) {
+  EK_CHECK(I % 8 == 0 && gate_up.size() == size_t(T) * 2 * I);
+  return EK_DISPATCH(p, silu_mul_t, gate_up, T, I);
+}
+std::vector<float> last_token_norm_pool(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu_seqlens,
+                                        const std::vector<float>& w, float eps, bool normalize, Precision p) {
+  EK_CHECK(d % 8 == 0 && hidden.size() == size_t(cu_seqlens.back()) * d);
+  return EK_DISPATCH(p, last_token_norm_pool_t, hidden, d, cu_seqlens, w, eps, normalize);
 }
 
 }  // namespace embedkit::cuda::testing

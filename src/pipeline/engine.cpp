@@ -10,6 +10,8 @@
 #include <filesystem>
 
 #include "cuda/bert_cuda.h"
+#include "cuda/qwen3_cuda.h"
+#include "models/qwen3.h"
 #include "loader/safetensors.h"
 #include "pipeline/pooling.h"
 #include "tokenizer/unicode.h"
@@ -71,26 +73,28 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
     throw Error(tok.string() + ": tokenizer has ids up to " + std::to_string(tokenizer_->vocab_size() - 1) +
                 " but config.json vocab_size is " + std::to_string(files_.config.vocab_size));
   weights_ = std::make_unique<WeightStore>(WeightStore::open_dir(files_.transformer_dir));
-  if (gpu && files_.config.is_decoder()) {  // the CUDA backend runs BERT-family encoders only, so far
-    if (opt.device == "cuda")
-      throw Error("--device cuda: " + files_.config.model_type + " models run on the CPU only in this version; use --device cpu");
-    if (opt.dtype == "fp16" || opt.dtype == "bf16")
-      throw Error("--dtype " + opt.dtype + ": " + files_.config.model_type + " models run on the CPU (fp32) only in this version");
-    gpu = false;
-  }
   model_ = load_text_model(files_.config, *weights_);
   device_ = "cpu fp32";
+  const bool decoder = files_.config.is_decoder();
   // Default budgets measured: CPU throughput is flat from 4k to 16k tokens (docs/benchmarks.md);
   // on the H100 64k tokens per pass is fastest (bench/gpu_vs_pytorch.py budget sweep). A GPU
-  // with less free memory gets the budget whose activations fit in half of it (fp16: the
-  // qkv, context, two hidden and the FFN buffers per token).
+  // with less free memory gets the budget whose activations fit in half of it (BERT fp16: the
+  // qkv, context, two hidden and the FFN buffers per token; Qwen3: its encoder's workspace).
   batch_tokens_ = opt.batch_tokens ? opt.batch_tokens : (gpu ? 65536 : 8192);
   if (gpu && !opt.batch_tokens) {
-    const size_t per_token = 2 * size_t(6 * files_.config.hidden_size + files_.config.intermediate_size) + 64;
+    const size_t per_token = decoder ? cuda::Qwen3Encoder::workspace_bytes_per_token(files_.config)
+                                     : 2 * size_t(6 * files_.config.hidden_size + files_.config.intermediate_size) + 64;
     const size_t free_b = cuda::free_memory_bytes();
     if (free_b) batch_tokens_ = std::clamp<size_t>(free_b / 2 / per_token / 1024 * 1024, 2048, 65536);
   }
-  if (gpu) {
+  if (gpu && decoder) {
+    // Qwen3: bf16 by default (the model's native dtype; fp16 on request).
+    auto p = opt.dtype == "fp16" ? cuda::Precision::F16 : cuda::Precision::BF16;
+    qwen3_gpu_ = std::make_unique<cuda::Qwen3Encoder>(files_.config, dynamic_cast<Qwen3Model&>(*model_).weights(), p,
+                                                      batch_tokens_);
+    device_ = qwen3_gpu_->device_name() + (p == cuda::Precision::BF16 ? " bf16" : " fp16");
+    model_.reset();  // the fp32 host copy of the weights (2.4 GB for 0.6B) is not used on the GPU path
+  } else if (gpu) {
     auto p = opt.dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
     gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, dynamic_cast<BertModel&>(*model_).weights(), p, batch_tokens_);
     device_ = gpu_->device_name() + (p == cuda::Precision::BF16 ? " bf16" : " fp16");
@@ -266,9 +270,10 @@ void EmbeddingEngine::run(const Encoding* const* seqs, const int32_t* pool_skip,
   run_times_ = EngineRunTimes{};
   const auto t_model = Clock::now();
   run_times_.pack_ms = ms(t_pack, t_model);
-  if (gpu_) {
-    gpu_->encode(batch_, files_.pooling, skip_, /*normalize=*/false, pooled);
-    const auto& pt = gpu_->last_times();
+  if (gpu_ || qwen3_gpu_) {
+    if (gpu_) gpu_->encode(batch_, files_.pooling, skip_, /*normalize=*/false, pooled);
+    else qwen3_gpu_->encode(batch_, files_.pooling, skip_, /*normalize=*/false, pooled);
+    const auto& pt = gpu_ ? gpu_->last_times() : qwen3_gpu_->last_times();
     run_times_.h2d_ms = pt.h2d;
     run_times_.forward_ms = pt.forward;
     run_times_.pool_ms = pt.pool;
@@ -289,7 +294,7 @@ void EmbeddingEngine::run(const Encoding* const* seqs, const int32_t* pool_skip,
   }
   if (!dense_.empty()) std::copy(pooled_.begin(), pooled_.begin() + ptrdiff_t(n * size_t(dim)), out);
   // CPU: pooling + Dense; GPU: Dense only (pooling ran on the device).
-  run_times_.cpu_pool_ms = ms(gpu_ ? t_pool : t_model, Clock::now()) - run_times_.cpu_forward_ms;
+  run_times_.cpu_pool_ms = ms(on_gpu() ? t_pool : t_model, Clock::now()) - run_times_.cpu_forward_ms;
 }
 
 void EmbeddingEngine::finish(const float* full, bool normalize, size_t dims, float* out) const {

@@ -27,6 +27,7 @@ namespace embedkit {
 
 namespace cuda {
 class BertEncoder;
+class Qwen3Encoder;
 }
 
 enum class TruncateSide { Right, Left };
@@ -82,7 +83,7 @@ class EmbeddingEngine {
   bool default_normalize() const { return normalize_; }
   size_t batch_tokens() const { return batch_tokens_; }
   size_t max_input_tokens() const { return files_.max_seq_length; }
-  bool on_gpu() const { return gpu_ != nullptr; }
+  bool on_gpu() const { return gpu_ != nullptr || qwen3_gpu_ != nullptr; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const ModelFiles& files() const { return files_; }
   ModelInfo info() const;
@@ -101,7 +102,8 @@ class EmbeddingEngine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<WeightStore> weights_;
   std::unique_ptr<TextModel> model_;
-  std::unique_ptr<cuda::BertEncoder> gpu_;
+  std::unique_ptr<cuda::BertEncoder> gpu_;      // BERT-family encoders on the GPU
+  std::unique_ptr<cuda::Qwen3Encoder> qwen3_gpu_;  // Qwen3 decoders on the GPU
   std::string device_;
   std::vector<DenseLayer> dense_;
   size_t full_dim_ = 0, out_dim_ = 0, batch_tokens_ = 0;

@@ -10,8 +10,10 @@
 #include <tuple>
 
 #include "cuda/bert_cuda.h"
+#include "cuda/qwen3_cuda.h"
 #include "embedkit/embedkit.h"
 #include "ops/cpu_ops.h"
+#include "ops/decoder_ops.h"
 #include "pipeline/pooling.h"
 
 using namespace embedkit;
@@ -193,6 +195,136 @@ TEST_P(CudaOps, PoolingAllModesAndNormalize) {
       for (int i = 0; i < od; ++i) normed[size_t(s) * od + i] = float(normed[size_t(s) * od + i] / std::sqrt(ss));
     }
     EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, true, p), normed), 1e-5) << name(p);
+  }
+}
+
+// ---------------------------------------------------------------- decoder (Qwen3) ops vs src/ops/decoder_ops
+
+// RMSNorm with and without the residual add, at Qwen3-Embedding widths (0.6B: 1024, 4B: 2560) and
+// the tiny CI model's 64; the residual stream written back is checked too.
+TEST_P(CudaOps, Qwen3AddRmsNorm) {
+  const Precision p = GetParam();
+  for (int d : {64, 1024, 2560}) {
+    for (int T : {1, 33, 3000}) {
+      auto x = rnd(size_t(T) * d, uint32_t(31 + d + T), 1.5f, p, 0.2f), h = rnd(size_t(T) * d, uint32_t(32 + T), 1.f, p),
+           w = rnd(size_t(d), 33, 0.1f, p, 1.f);
+      const float eps = 1e-6f;
+      std::vector<float> ref(h.size());
+      cpu::rms_norm(h.data(), T, d, d, w.data(), eps, ref.data(), d);
+      double e = rel_err(cuda::testing::add_rms_norm({}, h, w, T, d, eps, p), ref);
+      EXPECT_LT(e, bound(p)) << name(p) << " RMSNorm d=" << d << " T=" << T << " rel_err=" << e;
+      std::vector<float> sum(h.size());
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] = x[i] + h[i];
+      cpu::rms_norm(sum.data(), T, d, d, w.data(), eps, ref.data(), d);
+      std::vector<float> got_sum;
+      e = rel_err(cuda::testing::add_rms_norm(x, h, w, T, d, eps, p, &got_sum), ref);
+      EXPECT_LT(e, bound(p)) << name(p) << " add+RMSNorm d=" << d << " T=" << T << " rel_err=" << e;
+      e = rel_err(got_sum, sum);
+      EXPECT_LT(e, bound(p)) << name(p) << " residual sum written back, d=" << d << " T=" << T << " rel_err=" << e;
+    }
+  }
+}
+
+// Per-head q/k RMSNorm + RoPE (rotate_half convention, θ from config) in place on qkv; V must be
+// left as it was. Positions up to 32,767 (the model's whole range), ragged, restarting per sequence.
+TEST_P(CudaOps, Qwen3QkNormRope) {
+  const Precision p = GetParam();
+  struct Case { int H, KV, dh; double theta; };
+  for (const Case& c : {Case{16, 8, 128, 1e6}, Case{4, 2, 32, 1e6}, Case{8, 2, 64, 1e4}}) {
+    std::mt19937 rng(uint32_t(40 + c.dh));
+    std::vector<int32_t> pos;
+    for (int len : {1, 7, 300}) for (int i = 0; i < len; ++i) pos.push_back(i);
+    for (int i = 0; i < 64; ++i) pos.push_back(int32_t(rng() % 32768));
+    pos.push_back(32767);
+    const int T = int(pos.size()), ld = (c.H + 2 * c.KV) * c.dh;
+    auto qkv = rnd(size_t(T) * ld, uint32_t(41 + c.dh), 1.f, p, 0.1f), qw = rnd(size_t(c.dh), 42, 0.1f, p, 1.f),
+         kw = rnd(size_t(c.dh), 43, 0.1f, p, 1.f);
+    const float eps = 1e-6f;
+    auto ref = qkv;
+    int max_pos = 0;
+    for (int32_t q : pos) max_pos = std::max(max_pos, int(q));
+    cpu::RopeTable rope;
+    rope.build(max_pos + 1, c.dh, c.theta);
+    cpu::rms_norm_heads(ref.data(), T, ld, 0, c.H, c.dh, qw.data(), eps);
+    cpu::rms_norm_heads(ref.data(), T, ld, int64_t(c.H) * c.dh, c.KV, c.dh, kw.data(), eps);
+    cpu::apply_rope(ref.data(), T, ld, 0, c.H, c.dh, pos.data(), rope);
+    cpu::apply_rope(ref.data(), T, ld, int64_t(c.H) * c.dh, c.KV, c.dh, pos.data(), rope);
+    auto got = cuda::testing::qk_norm_rope(qkv, pos, qw, kw, c.H, c.KV, c.dh, eps, c.theta, p);
+    const double e = rel_err(got, ref);
+    EXPECT_LT(e, bound(p)) << name(p) << " H=" << c.H << " KV=" << c.KV << " dh=" << c.dh << " rel_err=" << e;
+    bool v_same = true;
+    for (int t = 0; t < T; ++t)
+      for (int i = (c.H + c.KV) * c.dh; i < ld; ++i) v_same &= got[size_t(t) * ld + i] == qkv[size_t(t) * ld + i];
+    EXPECT_TRUE(v_same) << name(p) << " V columns were modified";
+  }
+}
+
+// Causal grouped-query attention (query head h reads KV head h / (H/KV)) against the CPU op:
+// head dims 128 (Qwen3-Embedding) and 32/64, KV < H and KV = H, ragged batches with 1-token
+// sequences, a 4,096-token and a 32,768-token sequence (no O(L²) memory on the device).
+TEST_P(CudaOps, Qwen3CausalGqaAttention) {
+  const Precision p = GetParam();
+  struct Case { int H, KV, dh; std::vector<int32_t> cu; bool causal; };
+  const std::vector<std::vector<int32_t>> ragged = {{0, 1}, {0, 1, 2, 3}, {0, 17, 18, 82, 147, 659}, {0, 64, 128},
+                                                    {0, 65, 66}, {0, 5, 40, 104}, {0, 1, 513, 1025, 1154}};
+  std::vector<Case> cases;
+  for (auto& cu : ragged) {
+    cases.push_back({16, 8, 128, cu, true});
+    cases.push_back({4, 1, 128, cu, true});
+    cases.push_back({4, 2, 32, cu, true});
+  }
+  cases.push_back({16, 8, 128, {0, 4096}, true});
+  cases.push_back({16, 8, 128, {0, 1, 4097, 4100, 4101}, true});
+  cases.push_back({8, 8, 128, {0, 3, 700}, true});
+  cases.push_back({16, 8, 128, {0, 17, 18, 600}, false});  // the GQA head mapping without the mask
+  cases.push_back({8, 2, 64, {0, 1, 300, 301}, true});
+  cases.push_back({2, 1, 128, {0, 32768}, true});
+  for (const Case& c : cases) {
+    const int T = c.cu.back();
+    const int S = int(c.cu.size()) - 1;
+    auto qkv = rnd(size_t(T) * (c.H + 2 * c.KV) * c.dh, uint32_t(50 + c.H * 7 + c.KV + c.dh + T), 1.f, p);
+    std::vector<float> ref(size_t(T) * c.H * c.dh);
+    cpu::attention_gqa(qkv.data(), c.cu.data(), S, c.H, c.KV, c.dh, c.causal, ref.data());
+    auto got = cuda::testing::attention_gqa(qkv, c.cu, c.H, c.KV, c.dh, c.causal, p);
+    const double e = rel_err(got, ref);
+    EXPECT_LT(e, bound(p)) << name(p) << " H=" << c.H << " KV=" << c.KV << " dh=" << c.dh << " causal=" << c.causal
+                           << " tokens=" << T << " sequences=" << S << " rel_err=" << e;
+  }
+}
+
+TEST_P(CudaOps, Qwen3SiluMul) {
+  const Precision p = GetParam();
+  for (int I : {192, 3072}) {
+    for (int T : {1, 37, 2000}) {
+      auto gu = rnd(size_t(T) * 2 * I, uint32_t(60 + I + T), 2.f, p, 0.1f);
+      std::vector<float> ref(size_t(T) * I);
+      cpu::silu_mul(gu.data(), T, I, ref.data());
+      const double e = rel_err(cuda::testing::silu_mul(gu, T, I, p), ref);
+      EXPECT_LT(e, bound(p)) << name(p) << " I=" << I << " T=" << T << " rel_err=" << e;
+    }
+  }
+}
+
+// Final norm fused with last-token pooling (+ L2 normalize): the row of each sequence's last token.
+TEST_P(CudaOps, Qwen3LastTokenNormPool) {
+  const Precision p = GetParam();
+  for (int d : {64, 1024}) {
+    const std::vector<int32_t> cu = {0, 1, 40, 41, 553, 554};
+    const int S = int(cu.size()) - 1;
+    auto h = rnd(size_t(cu.back()) * d, uint32_t(70 + d), 1.f, p, 0.1f), w = rnd(size_t(d), 71, 0.1f, p, 1.f);
+    const float eps = 1e-6f;
+    std::vector<float> ref(size_t(S) * d);
+    for (int s = 0; s < S; ++s)
+      cpu::rms_norm(h.data() + size_t(cu[s + 1] - 1) * d, 1, d, d, w.data(), eps, ref.data() + size_t(s) * d, d);
+    double e = rel_err(cuda::testing::last_token_norm_pool(h, d, cu, w, eps, false, p), ref);
+    EXPECT_LT(e, 1e-4) << name(p) << " d=" << d << " rel_err=" << e;
+    for (int s = 0; s < S; ++s) {
+      double ss = 0;
+      for (int i = 0; i < d; ++i) ss += double(ref[size_t(s) * d + i]) * ref[size_t(s) * d + i];
+      for (int i = 0; i < d; ++i) ref[size_t(s) * d + i] = float(ref[size_t(s) * d + i] / std::sqrt(ss));
+    }
+    e = rel_err(cuda::testing::last_token_norm_pool(h, d, cu, w, eps, true, p), ref);
+    EXPECT_LT(e, 1e-4) << name(p) << " d=" << d << " normalized, rel_err=" << e;
   }
 }
 
