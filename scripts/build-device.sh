@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBEDKIT_NATIVE=OFF -DEMBEDKIT_CUDA=on \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DEMBEDKIT_TESTS=ON >/dev/null
-ninja -C build-device embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests
+ninja -C build-device -j2 embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests
 rm -rf .device && mkdir -p .device/bin .device/lib .device/tokenizer
 for b in embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests; do
   cp build-device/$b .device/bin/ && strip .device/bin/$b

@@ -1,7 +1,7 @@
 #include "bench/http_client.h"
 
-#include <sys/socket.h>
-#include <sys/time.h>
+#include <chrono>
+#include <optional>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -37,29 +37,35 @@ Url parse_url(const std::string& url) {
   return u;
 }
 
+// Each operation runs on the connection's own io_context with a beast::tcp_stream deadline: a
+// blocking asio socket ignores SO_RCVTIMEO (it polls again on EAGAIN), so a response that never
+// comes would hang the worker for ever instead of counting as a timeout.
 struct HttpConnection::Impl {
   Url url;
   double timeout_s;
   asio::io_context io;
-  tcp::socket socket{io};
+  std::optional<beast::tcp_stream> stream;
   beast::flat_buffer buffer;
   bool connected = false;
+
+  std::chrono::milliseconds deadline() const { return std::chrono::milliseconds(int64_t(timeout_s * 1000)); }
+  // Runs the queued operation to completion (or to its deadline).
+  void run() {
+    io.restart();
+    io.run();
+  }
 
   void connect() {
     tcp::resolver resolver(io);
     beast::error_code ec;
     auto endpoints = resolver.resolve(url.host, url.port, ec);
     if (ec) throw Error(url.text() + ": cannot resolve host (" + ec.message() + ")");
-    socket = tcp::socket(io);
-    asio::connect(socket, endpoints, ec);
-    if (ec) throw Error(url.text() + ": cannot connect (" + ec.message() + ")");
-    socket.set_option(tcp::no_delay(true));
-    // Blocking reads/writes give up after the timeout (SO_RCVTIMEO/SO_SNDTIMEO on the socket).
-    timeval tv{};
-    tv.tv_sec = long(timeout_s);
-    tv.tv_usec = long((timeout_s - double(tv.tv_sec)) * 1e6);
-    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    stream.emplace(io);
+    stream->expires_after(deadline());
+    stream->async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+    run();
+    if (ec) throw Error(url.text() + ": cannot connect (" + (ec == beast::error::timeout ? "timed out" : ec.message()) + ")");
+    stream->socket().set_option(tcp::no_delay(true), ec);
     buffer.clear();
     connected = true;
   }
@@ -75,11 +81,14 @@ struct HttpConnection::Impl {
       req.body() = body;
       req.prepare_payload();
     }
-    http::write(socket, req, ec);
+    stream->expires_after(deadline());  // one deadline for the whole exchange
+    http::async_write(*stream, req, [&](beast::error_code e, size_t) { ec = e; });
+    run();
     if (ec) return {};
     http::response_parser<http::string_body> parser;
     parser.body_limit(size_t(1) << 30);
-    http::read(socket, buffer, parser, ec);
+    http::async_read(*stream, buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
+    run();
     if (ec) return {};
     auto res = parser.release();
     if (!res.keep_alive()) connected = false;
@@ -93,7 +102,7 @@ HttpConnection::HttpConnection(Url url, double timeout_s) : impl_(std::make_uniq
 }
 HttpConnection::~HttpConnection() {
   beast::error_code ec;
-  if (impl_->connected) impl_->socket.shutdown(tcp::socket::shutdown_both, ec);
+  if (impl_->connected && impl_->stream) impl_->stream->socket().shutdown(tcp::socket::shutdown_both, ec);
 }
 
 HttpResponse HttpConnection::request(const std::string& method, const std::string& path, const std::string& body,
@@ -110,7 +119,7 @@ HttpResponse HttpConnection::request(const std::string& method, const std::strin
   }
   if (ec) {
     m.connected = false;
-    const bool timeout = ec == asio::error::would_block || ec == asio::error::timed_out || ec == asio::error::try_again;
+    const bool timeout = ec == beast::error::timeout || ec == asio::error::timed_out;
     throw Error(m.url.text() + path + ": " + (timeout ? "timed out" : ec.message()));
   }
   return r;
