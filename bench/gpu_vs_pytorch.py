@@ -135,7 +135,8 @@ def main():
             sys.exit(1)
         ek = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
         for e in ek:
-            print(f"    budget {e['budget']}: {e['tokens_per_s'] / 1e6:.2f}M tokens/s", flush=True)
+            print(f"    budget {e['budget']}: {e['tokens_per_s'] / 1e6:.2f}M tokens/s "
+                  f"(batches in flight {e.get('pipeline', 1)}, LayerNorm pairs {e.get('ln_pairs', '?')})", flush=True)
         e = max(ek, key=lambda x: x["tokens_per_s"])
         best["embedkit"] = (e["tokens_per_s"], f"budget {e['budget']}")
         torch_best = [v[0] for k, v in best.items() if k != "embedkit"]

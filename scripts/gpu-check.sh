@@ -5,6 +5,8 @@
 #   Qwen3 (issue 5):              bash scripts/gpu-check.sh qwen3-checks     (op tests + e2e parity, ~5 min)
 #                                 bash scripts/gpu-check.sh qwen3-torch      (speed vs PyTorch, ~4-5 min)
 #                                 bash scripts/gpu-check.sh qwen3-profile    (per-op ms per workload, ~1 min)
+#   pipelined vs synchronous batches and the LayerNorm load widths, long workload (~3 min):
+#                                bash scripts/gpu-check.sh checks pipeline
 # Prints a short summary last; full logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +86,52 @@ for s in $stages; do
           done
         done
       done
+      ;;
+    pipeline)
+      # Batches pipelined (batch i+1 submitted before batch i is collected) vs synchronous
+      # (EMBEDKIT_PIPELINE=1 / --pipeline 1), then the LayerNorm load widths (EMBEDKIT_LN_PAIRS:
+      # element pairs per load, 1 = 4 bytes, 2 = 8, 4 = 16; a width d does not allow is narrowed),
+      # long workload (2,000 × 512 tokens), models ${PIPE_MODELS:-minilm bge}. "gap" = wall minus
+      # the device time of the batches' own events (h2d + forward + pool + d2h): the host gaps.
+      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['long']; g.write_ids('/tmp/ids_p_long.bin', g.make_ids(n, lo, hi, 3))"
+      fmt='import json,sys
+for l in sys.stdin:
+    if not l.startswith("{"): continue
+    r=json.loads(l); m=r["ms"]; dev=m["h2d"]+m["forward"]+m["pool"]+m["d2h"]; w=r["seconds"]*1e3
+    print("budget %6d pipe %d ln_pairs %d: %6.2fM tok/s  wall %6.1f ms  device %6.1f  gap %5.1f  ln %5.1f  gemm %6.1f  attn %6.1f" % (r["budget"], r["pipeline"], r["ln_pairs"], r["tokens_per_s"]/1e6, w, dev, w-dev, m["layernorm"], m["gemm"], m["attention"]))'
+      for name in ${PIPE_MODELS:-minilm bge}; do
+        [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }
+        # Interleaved, twice: synchronous, pipelined (median of ${PIPE_REPS:-3} passes each).
+        for round in 1 2; do
+          for pipe in 1 2; do
+            $D/bin/embedkit_gpu_bench --model $M/$name --ids /tmp/ids_p_long.bin --budgets ${PIPE_BUDGETS:-65536,131072} \
+              --reps ${PIPE_REPS:-3} --pipeline $pipe | tee -a "$OUT/pipeline_$name.jsonl" | python3 -c "$fmt" | while read -r line; do
+              echo "pipeline $name long round $round: $line"; done
+          done
+        done | tee "$OUT/pipeline_$name.txt"
+        while read -r line; do summary+=("$line"); done < "$OUT/pipeline_$name.txt"
+        # LayerNorm widths, pipelined, 128k budget: per-op profile (LayerNorm ms) and plain tok/s.
+        widths=${LN_WIDTHS:-$([ "$name" = bge ] && echo "1 2 4" || echo "1 2")}
+        for pairs in $widths; do
+          for prof in 1 0; do
+            r=$(EMBEDKIT_LN_PAIRS=$pairs EMBEDKIT_PROFILE_OPS=$prof $D/bin/embedkit_gpu_bench --model $M/$name \
+                --ids /tmp/ids_p_long.bin --budgets ${LN_BUDGET:-131072} --reps ${PIPE_REPS:-3})
+            echo "$r" >> "$OUT/ln_$name.jsonl"
+            line="ln-width $name long profile $prof: $(echo "$r" | python3 -c "$fmt")"
+            echo "$line"
+            summary+=("$line")
+          done
+        done
+      done
+      # Whole process (tokenization included) on the corpus, pipelined vs synchronous batches.
+      for pipe in 1 2; do
+        EMBEDKIT_PIPELINE=$pipe $D/bin/embedkit embed -m $M/minilm --device cuda -i $D/lines.txt -f npy -o /tmp/e2e_p$pipe.npy \
+          --timings > "$OUT/pipeline_e2e_$pipe.log" 2>&1
+        summary+=("pipeline e2e-cli minilm pipe $pipe: $(grep -E 'embed total' "$OUT/pipeline_e2e_$pipe.log" | tr -s ' ')")
+      done
+      # Same rows either way (batch composition may differ at chunk seams: cosine, not equality).
+      python3 -c "import numpy as n; a=n.load('/tmp/e2e_p1.npy'); b=n.load('/tmp/e2e_p2.npy'); c=(a*b).sum(1)/n.linalg.norm(a,axis=1)/n.linalg.norm(b,axis=1); print('pipeline e2e-cli: rows', a.shape, b.shape, 'min cosine pipelined vs synchronous %.7f, max |diff| %.2e' % (c.min(), abs(a-b).max()))" | tee -a "$OUT/pipeline_e2e.txt"
+      summary+=("$(tail -1 "$OUT/pipeline_e2e.txt")")
       ;;
     e2e-cli)
       # Whole process on a real corpus (>= 100k lines), tokenization included, with the time breakdown.

@@ -73,7 +73,10 @@ struct EmbedTimings {
   // ran as one CUDA-graph replay (timed whole).
   // device_launch_s: host time of GPU calls their CUDA events do not cover (staging, submit,
   // synchronize).
-  // queue_s: time in the batcher outside the model's run() (assembly, hand-offs, finishing rows).
+  // queue_s: time in the batcher outside the model (assembly, hand-offs, finishing rows): from
+  // the first chunk's submission to the last chunk's answer, less encode_s (the batches' shares of
+  // the executor's wall time, which add up without double counting when batches are pipelined) and
+  // the waits for tokenization.
   double tokenize_first_s = 0, pack_s = 0, queue_s = 0, cpu_forward_s = 0, cpu_pool_s = 0, device_launch_s = 0;
   size_t device_graph_batches = 0;
 };

@@ -15,7 +15,10 @@
 //   pool       pooling, Dense, normalize, truncation, rows back in input order
 //   d2h        device→host copy        (GPU: CUDA events; 0 on the CPU)
 //   launch     host time of the GPU calls that their events do not cover: staging the inputs,
-//              submitting the work, waiting for it (host clock minus events; 0 on the CPU)
+//              submitting the work, waiting for it (host clock minus events; 0 on the CPU). Batches
+//              are pipelined on the GPU (batch i+1 queued before batch i is collected), so once the
+//              device is busy this is ~0, and packing a batch while the previous one runs is not
+//              counted in `queue` either
 //   other      total minus the phases above (allocation, bookkeeping)
 //   total      host wall time of the call
 // On the GPU a batch replayed from a CUDA graph is timed by one event pair around the whole

@@ -184,37 +184,51 @@ template void launch_attention<__half>(int, int, const __half*, const int*, cons
 template void launch_attention<__nv_bfloat16>(int, int, const __nv_bfloat16*, const int*, const int2*, int, int, int,
                                               bool, __nv_bfloat16*, cudaStream_t);
 
+// ------------------------------------------------------------------ LayerNorm load width
+// Element pairs per LayerNorm load by hidden size. Measured on H100, fp16, long workload (512
+// tokens), LayerNorm ms over the workload (docs/benchmarks.md): d = 384 (MiniLM) 8-byte loads
+// (2 pairs) 8.3 vs 4-byte (1 pair) 10.4; d = 768 (BERT-base) 4-byte loads 32.3 vs 16-byte (4 pairs)
+// 35.4. d = 1024 is unmeasured and takes d = 768's choice. EMBEDKIT_LN_PAIRS=0|1|2|4 overrides (a
+// width that does not divide d is narrowed until it does), for measuring the widths side by side.
+int layernorm_pairs_for(int d) {
+  static const int forced = [] {
+    const char* e = std::getenv("EMBEDKIT_LN_PAIRS");
+    if (!e || !*e) return -1;
+    const int p = std::atoi(e);
+    if (p != 0 && p != 1 && p != 2 && p != 4) throw Error("EMBEDKIT_LN_PAIRS=" + std::string(e) + ": expected 0, 1, 2 or 4");
+    return p;
+  }();
+  const auto fits = [d](int p) { return p == 0 || d % (64 * p) == 0; };
+  int p = forced >= 0 ? forced : d % 256 == 0 ? 1 : d % 128 == 0 ? 2 : d % 64 == 0 ? 1 : 0;
+  while (!fits(p)) p /= 2;  // 4 → 2 → 1 → 0
+  return p;
+}
+
+int BertEncoder::pipeline_depth() {
+  static const int depth = [] {
+    const char* e = std::getenv("EMBEDKIT_PIPELINE");
+    return e && std::atoi(e) == 1 ? 1 : kMaxInFlight;
+  }();
+  return depth;
+}
+
 // ------------------------------------------------------------------ the encoder
 
 struct BertEncoder::Impl {
   TransformerConfig cfg;
   Precision precision;
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;  // every batch's work, in submission order
   cublasLtHandle_t lt = nullptr;
   void* lt_workspace = nullptr;
   size_t lt_workspace_bytes = 32u << 20;
   std::vector<void*> owned;  // device allocations of weights
-  cudaEvent_t ev[5];
-  PhaseTimes times;
+  PhaseTimes times;          // of the batch collected last
   // Optional per-op profile: events between consecutive ops, attributed to the op kind.
   bool profile_ops = false;
   bool exact_gelu = false;  // erf-GELU as its own pass after the GEMM
   bool fuse_residual = true;  // residual add in the GEMM epilogue (EMBEDKIT_FUSE_RESIDUAL=0: separate)
+  int ln_pairs = 1;           // LayerNorm load width at this hidden size (layernorm_pairs_for)
   cublasLtEpilogue_t inter_epilogue = CUBLASLT_EPILOGUE_GELU_BIAS;
-  std::vector<cudaEvent_t> op_events;
-  std::vector<float PhaseTimes::*> op_kinds;
-  size_t op_next = 0;
-  void mark(float PhaseTimes::*kind) {
-    if (!profile_ops) return;
-    if (op_next == op_events.size()) {
-      cudaEvent_t e;
-      EK_CUDA(cudaEventCreate(&e));
-      op_events.push_back(e);
-      op_kinds.push_back(nullptr);
-    }
-    op_kinds[op_next] = kind;
-    EK_CUDA(cudaEventRecord(op_events[op_next++], stream));
-  }
   std::string name;
 
   struct LayerW {
@@ -223,23 +237,60 @@ struct BertEncoder::Impl {
   void *word = nullptr, *pos = nullptr, *type = nullptr, *emb_g = nullptr, *emb_b = nullptr;
   std::vector<LayerW> layers;
 
-  // Workspace, sized for `capacity` tokens; grown (never shrunk) when a batch needs more.
-  size_t capacity = 0, seq_capacity = 0;
+  // Device workspace, one for all batches: a batch's H2D copy and kernels are queued on `stream`
+  // after the previous batch's D2H copy, so they never touch these buffers while it runs. Sized
+  // for `capacity` tokens; grown (never shrunk) when a batch needs more.
+  size_t capacity = 0;
   void *hidden = nullptr, *qkv = nullptr, *ctx = nullptr, *tmp = nullptr, *inter = nullptr;
-  int* d_ints = nullptr;      // ids | types | positions | cu_seqlens | skip | tiles(int2)
-  int* h_ints = nullptr;      // pinned staging of the same
-  float* d_pooled = nullptr;
-  float* h_pooled = nullptr;  // pinned
-  size_t pooled_capacity = 0;
+  int* d_ints = nullptr;  // ids | types | positions | cu_seqlens | skip | tiles(int2), one H2D copy
+  size_t d_ints_capacity = 0;
+  float* d_pooled = nullptr;  // [S, out_dim] pooled rows before the D2H copy
+  size_t d_pooled_capacity = 0;
+
+  // What must exist once per batch in flight: the host writes batch i+1's inputs while batch i's
+  // H2D copy may not have run yet, and batch i's rows must stay readable until collect(i).
+  struct Slot {
+    bool busy = false;
+    Ticket ticket = 0;
+    int* h_ints = nullptr;  // pinned staging of d_ints' layout
+    size_t ints_capacity = 0;
+    float* h_pooled = nullptr;  // pinned [S, out_dim], the D2H copy's target
+    size_t pooled_capacity = 0;
+    // Phase events: 0 before H2D, 1 after H2D, 2 after the forward, 3 after pooling, 4 after D2H
+    // (a graph replay records only 0 and 4). collect() waits on ev[4].
+    cudaEvent_t ev[5] = {};
+    std::vector<cudaEvent_t> op_events;  // EMBEDKIT_PROFILE_OPS=1: one per op
+    std::vector<float PhaseTimes::*> op_kinds;
+    size_t op_next = 0;
+    int S = 0, out_dim = 0;  // the batch in flight
+    bool graph = false, empty = false;
+  };
+  std::array<Slot, kMaxInFlight> slots;
+  Slot* cur = nullptr;  // the slot whose batch is being enqueued (mark() records into it)
+  Ticket next_ticket = 0;
+
+  void mark(float PhaseTimes::*kind) {
+    if (!profile_ops) return;
+    Slot& s = *cur;
+    if (s.op_next == s.op_events.size()) {
+      cudaEvent_t e;
+      EK_CUDA(cudaEventCreate(&e));
+      s.op_events.push_back(e);
+      s.op_kinds.push_back(nullptr);
+    }
+    s.op_kinds[s.op_next] = kind;
+    EK_CUDA(cudaEventRecord(s.op_events[s.op_next++], stream));
+  }
 
   LtAlgoCache algo_cache;
 
-  // CUDA graphs of whole passes for small batches, keyed by batch shape.
+  // CUDA graphs of whole passes for small batches, keyed by batch shape and staging slot (a graph
+  // holds the slot's pinned addresses).
   static constexpr int kGraphMaxTokens = 2048;
   static constexpr size_t kMaxGraphs = 256;
-  using GraphKey = std::array<int, 6>;  // tokens, sequences, tiles, tile rows, skip|normalize, out dim
+  using GraphKey = std::array<int, 7>;  // tokens, sequences, tiles, tile rows, skip|normalize, out dim, slot
   std::map<GraphKey, cudaGraphExec_t> graphs;
-  std::set<GraphKey> seen_shapes;
+  std::set<GraphKey> seen_shapes;  // slot field 0: a shape counts as seen on any slot
   bool graphs_enabled = true;
 
   size_t elem() const { return 2; }
@@ -275,12 +326,30 @@ struct BertEncoder::Impl {
     seen_shapes.clear();
   }
 
-  void ensure_capacity(size_t tokens, size_t seqs, size_t tiles, size_t pooled_floats) {
-    if (tokens > capacity) {
-      drop_graphs();
+  Slot* free_slot() {
+    for (Slot& s : slots)
+      if (!s.busy) return &s;
+    return nullptr;
+  }
+  int slot_index(const Slot& s) const { return int(&s - slots.data()); }
+
+  // Makes room for a batch of `tokens` tokens, `seqs` sequences, `tiles` attention tiles and
+  // `pooled_floats` output floats in the device workspace and in slot `s`'s staging.
+  void ensure_capacity(Slot& s, size_t tokens, size_t seqs, size_t tiles, size_t pooled_floats) {
+    const size_t new_capacity = tokens > capacity ? std::max(tokens, capacity * 2) : capacity;
+    const size_t ints = 3 * new_capacity + 2 * (seqs + 1) + 2 * tiles + 16;
+    const bool grow_tokens = new_capacity > capacity, grow_ints = ints > d_ints_capacity,
+               grow_pooled = pooled_floats > d_pooled_capacity;
+    const bool grow_staging = ints > s.ints_capacity || pooled_floats > s.pooled_capacity;
+    if (!grow_tokens && !grow_ints && !grow_pooled && !grow_staging) return;
+    // Buffers are about to move: let a batch in flight finish with them first (rare: the
+    // workspace is sized from the token budget up front), and drop graphs that captured them.
+    EK_CUDA(cudaStreamSynchronize(stream));
+    drop_graphs();
+    if (grow_tokens) {
       for (void* p : {hidden, qkv, ctx, tmp, inter})
         if (p) cudaFree(p);
-      capacity = std::max(tokens, capacity * 2);
+      capacity = new_capacity;
       const size_t d = size_t(cfg.hidden_size), I = size_t(cfg.intermediate_size);
       EK_CUDA(cudaMalloc(&hidden, capacity * d * elem()));
       EK_CUDA(cudaMalloc(&qkv, capacity * 3 * d * elem()));
@@ -288,22 +357,25 @@ struct BertEncoder::Impl {
       EK_CUDA(cudaMalloc(&tmp, capacity * d * elem()));
       EK_CUDA(cudaMalloc(&inter, capacity * I * elem()));
     }
-    const size_t ints = 3 * capacity + 2 * (seqs + 1) + 2 * tiles + 16;
-    if (ints > seq_capacity) {
-      drop_graphs();
+    if (grow_ints) {
       if (d_ints) cudaFree(d_ints);
-      if (h_ints) cudaFreeHost(h_ints);
-      seq_capacity = std::max(ints, seq_capacity * 2);
-      EK_CUDA(cudaMalloc(&d_ints, seq_capacity * sizeof(int)));
-      EK_CUDA(cudaMallocHost(&h_ints, seq_capacity * sizeof(int)));
+      d_ints_capacity = std::max(ints, d_ints_capacity * 2);
+      EK_CUDA(cudaMalloc(&d_ints, d_ints_capacity * sizeof(int)));
     }
-    if (pooled_floats > pooled_capacity) {
-      drop_graphs();
+    if (grow_pooled) {
       if (d_pooled) cudaFree(d_pooled);
-      if (h_pooled) cudaFreeHost(h_pooled);
-      pooled_capacity = std::max(pooled_floats, pooled_capacity * 2);
-      EK_CUDA(cudaMalloc(&d_pooled, pooled_capacity * sizeof(float)));
-      EK_CUDA(cudaMallocHost(&h_pooled, pooled_capacity * sizeof(float)));
+      d_pooled_capacity = std::max(pooled_floats, d_pooled_capacity * 2);
+      EK_CUDA(cudaMalloc(&d_pooled, d_pooled_capacity * sizeof(float)));
+    }
+    if (ints > s.ints_capacity) {
+      if (s.h_ints) cudaFreeHost(s.h_ints);
+      s.ints_capacity = std::max(ints, s.ints_capacity * 2);
+      EK_CUDA(cudaMallocHost(&s.h_ints, s.ints_capacity * sizeof(int)));
+    }
+    if (pooled_floats > s.pooled_capacity) {
+      if (s.h_pooled) cudaFreeHost(s.h_pooled);
+      s.pooled_capacity = std::max(pooled_floats, s.pooled_capacity * 2);
+      EK_CUDA(cudaMallocHost(&s.h_pooled, s.pooled_capacity * sizeof(float)));
     }
   }
 
@@ -316,19 +388,21 @@ struct BertEncoder::Impl {
   struct Offsets {
     size_t ids, types, pos, cu, skip, tiles, n_ints;
   };
-  // Everything from the H2D copy to the D2H copy, on `stream` (also what a graph captures).
+  // Everything from the H2D copy to the D2H copy, on `stream` (also what a graph captures), from
+  // slot s's staging into slot s's pinned rows.
   template <typename T>
-  void enqueue(const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip, bool normalize,
-               const Offsets& off, size_t n_tiles_sz, int tile_rows, int out_dim, bool timed) {
+  void enqueue(Slot& s, const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip,
+               bool normalize, const Offsets& off, size_t n_tiles_sz, int tile_rows, int out_dim, bool timed) {
     const int Tn = int(b.tokens()), S = int(b.sequences());
     const int d = int(cfg.hidden_size), I = int(cfg.intermediate_size), H = int(cfg.num_heads), dh = d / H;
     const int n_tiles = int(n_tiles_sz);
-    if (timed) EK_CUDA(cudaEventRecord(ev[0], stream));
-    EK_CUDA(cudaMemcpyAsync(d_ints, h_ints, off.n_ints * sizeof(int), cudaMemcpyHostToDevice, stream));
-    if (timed) EK_CUDA(cudaEventRecord(ev[1], stream));
+    if (timed) EK_CUDA(cudaEventRecord(s.ev[0], stream));
+    EK_CUDA(cudaMemcpyAsync(d_ints, s.h_ints, off.n_ints * sizeof(int), cudaMemcpyHostToDevice, stream));
+    if (timed) EK_CUDA(cudaEventRecord(s.ev[1], stream));
 
     T* hid = static_cast<T*>(hidden);
-    op_next = 0;
+    cur = &s;
+    s.op_next = 0;
     mark(nullptr);
     const int warps_per_block = 8;
     const dim3 row_grid((Tn + warps_per_block - 1) / warps_per_block), row_block(32 * warps_per_block);
@@ -351,7 +425,7 @@ struct BertEncoder::Impl {
       linear(ctx, Tn, d, L.w_o, L.b_o, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
       mark(&PhaseTimes::gemm);
       launch_add_layernorm<T>(fuse_residual ? nullptr : sum, hid, static_cast<const T*>(L.ln1_g),
-                              static_cast<const T*>(L.ln1_b), Tn, d, eps, stream);
+                              static_cast<const T*>(L.ln1_b), Tn, d, eps, stream, ln_pairs);
       mark(&PhaseTimes::layernorm);
       // GELU: in the GEMM epilogue (cuBLASLt's tanh form, within fp16 rounding of erf-GELU) unless
       // EMBEDKIT_EXACT_GELU=1 asks for the separate exact-erf pass.
@@ -366,108 +440,150 @@ struct BertEncoder::Impl {
       linear(inter, Tn, I, L.w_o2, L.b_o2, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
       mark(&PhaseTimes::gemm);
       launch_add_layernorm<T>(fuse_residual ? nullptr : sum, hid, static_cast<const T*>(L.ln2_g),
-                              static_cast<const T*>(L.ln2_b), Tn, d, eps, stream);
+                              static_cast<const T*>(L.ln2_b), Tn, d, eps, stream, ln_pairs);
       mark(&PhaseTimes::layernorm);
     }
     EK_CUDA(cudaGetLastError());
-    if (timed) EK_CUDA(cudaEventRecord(ev[2], stream));
+    if (timed) EK_CUDA(cudaEventRecord(s.ev[2], stream));
     PoolModes pm{pc.cls, pc.max, pc.mean, pc.mean_sqrt_len, pc.weighted_mean, pc.last_token};
     pool_kernel<T><<<S, 128, 0, stream>>>(hid, d_ints + off.cu, skip.empty() ? nullptr : d_ints + off.skip, d, pm,
                                           normalize ? 1 : 0, d_pooled, out_dim);
     EK_CUDA(cudaGetLastError());
-    if (timed) EK_CUDA(cudaEventRecord(ev[3], stream));
-    EK_CUDA(cudaMemcpyAsync(h_pooled, d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost, stream));
-    if (timed) EK_CUDA(cudaEventRecord(ev[4], stream));
+    if (timed) EK_CUDA(cudaEventRecord(s.ev[3], stream));
+    EK_CUDA(cudaMemcpyAsync(s.h_pooled, d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost,
+                            stream));
+    if (timed) EK_CUDA(cudaEventRecord(s.ev[4], stream));
   }
 
+  // Stages the batch in a free slot and queues its whole pass; returns without waiting.
   template <typename T>
-  void run(const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip, bool normalize,
-           float* out) {
+  Ticket submit(const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip, bool normalize) {
+    Slot* sp = free_slot();
+    if (!sp)
+      throw Error("CUDA encoder: " + std::to_string(kMaxInFlight) + " batches already in flight; collect one first");
+    Slot& s = *sp;
+    s.empty = b.tokens() == 0;
+    if (s.empty) {  // nothing to run; collect() returns no rows
+      s.S = 0;
+      s.busy = true;
+      return s.ticket = ++next_ticket;
+    }
     const int Tn = int(b.tokens()), S = int(b.sequences());
     const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
     // Query tiles per sequence (16 rows for short batches, 64 otherwise).
     int max_len = 0;
-    for (int s = 0; s < S; ++s) max_len = std::max(max_len, b.cu_seqlens[size_t(s) + 1] - b.cu_seqlens[size_t(s)]);
+    for (int q = 0; q < S; ++q) max_len = std::max(max_len, b.cu_seqlens[size_t(q) + 1] - b.cu_seqlens[size_t(q)]);
     const int tile_rows = attention_tile_rows(max_len, dh);
     std::vector<int2> tiles;
-    for (int s = 0; s < S; ++s)
-      for (int q = 0; q < b.cu_seqlens[size_t(s) + 1] - b.cu_seqlens[size_t(s)]; q += tile_rows) tiles.push_back({s, q});
+    for (int q = 0; q < S; ++q)
+      for (int r = 0; r < b.cu_seqlens[size_t(q) + 1] - b.cu_seqlens[size_t(q)]; r += tile_rows) tiles.push_back({q, r});
     const int modes = int(pc.cls) + int(pc.max) + int(pc.mean) + int(pc.mean_sqrt_len) + int(pc.weighted_mean) +
                       int(pc.last_token);
     const int out_dim = modes * d;
-    ensure_capacity(size_t(Tn), size_t(S), tiles.size(), size_t(S) * size_t(out_dim));
+    ensure_capacity(s, size_t(Tn), size_t(S), tiles.size(), size_t(S) * size_t(out_dim));
 
-    // Stage every integer input in one pinned buffer → one H2D copy.
-    int* hp = h_ints;
+    // Stage every integer input in the slot's pinned buffer → one H2D copy. The slot is free, so
+    // its previous batch's copy has completed (collect waited for that batch's last event).
+    int* const h = s.h_ints;
+    int* hp = h;
     auto put = [&](const int32_t* src, size_t n) {
       int* at = hp;
       std::copy(src, src + n, hp);
       hp += n;
-      return size_t(at - h_ints);
+      return size_t(at - h);
     };
     const size_t o_ids = put(b.ids.data(), b.ids.size());
     const size_t o_types = put(b.type_ids.data(), b.type_ids.size());
     const size_t o_pos = put(b.positions.data(), b.positions.size());
     const size_t o_cu = put(b.cu_seqlens.data(), b.cu_seqlens.size());
     const size_t o_skip = skip.empty() ? 0 : put(skip.data(), skip.size());
-    if ((hp - h_ints) % 2) ++hp;  // int2 alignment
-    const size_t o_tiles = size_t(hp - h_ints);
+    if ((hp - h) % 2) ++hp;  // int2 alignment
+    const size_t o_tiles = size_t(hp - h);
     std::copy(reinterpret_cast<const int*>(tiles.data()), reinterpret_cast<const int*>(tiles.data()) + 2 * tiles.size(), hp);
     hp += 2 * tiles.size();
 
-    const size_t n_ints = size_t(hp - h_ints);
+    const size_t n_ints = size_t(hp - h);
     const Offsets off{o_ids, o_types, o_pos, o_cu, o_skip, o_tiles, n_ints};
     // Small batches are launch-bound: replay a captured CUDA graph of the whole pass (one graph
-    // per batch shape; the inputs sit at fixed addresses in the staging buffers). A shape is
-    // captured the second time it is seen, so one-off shapes of a bulk run are never captured.
+    // per batch shape and slot; the inputs sit at fixed addresses in the slot's staging). A shape
+    // is captured the second time it is seen, so one-off shapes of a bulk run are never captured.
     const bool graphable = graphs_enabled && !profile_ops && Tn <= kGraphMaxTokens;
-    const GraphKey gk{Tn, S, int(tiles.size()), tile_rows, int(skip.empty() ? 0 : 1) + 2 * int(normalize), out_dim};
+    GraphKey gk{Tn, S, int(tiles.size()), tile_rows, int(skip.empty() ? 0 : 1) + 2 * int(normalize), out_dim, 0};
+    const GraphKey seen_key = gk;
+    gk[6] = slot_index(s);
     cudaGraphExec_t* exec = nullptr;
     if (graphable) {
       auto git = graphs.find(gk);
       if (git != graphs.end()) {
         exec = &git->second;
-      } else if (seen_shapes.count(gk) && graphs.size() < kMaxGraphs) {
+      } else if (seen_shapes.count(seen_key) && graphs.size() < kMaxGraphs) {
+        // Captures are rare (once per shape and slot): start each on an idle stream rather than
+        // behind a batch in flight, so nothing queued before can interleave with the capture.
+        EK_CUDA(cudaStreamSynchronize(stream));
         cudaGraph_t graph;
         EK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-        enqueue<T>(b, pc, skip, normalize, off, tiles.size(), tile_rows, out_dim, false);
+        try {
+          enqueue<T>(s, b, pc, skip, normalize, off, tiles.size(), tile_rows, out_dim, false);
+        } catch (...) {  // leave the stream usable: end (and discard) the capture
+          if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+          throw;
+        }
         EK_CUDA(cudaStreamEndCapture(stream, &graph));
         cudaGraphExec_t e;
         EK_CUDA(cudaGraphInstantiate(&e, graph, 0));
         cudaGraphDestroy(graph);
         exec = &(graphs[gk] = e);
       } else {
-        seen_shapes.insert(gk);
+        seen_shapes.insert(seen_key);
       }
     }
     if (exec) {
-      EK_CUDA(cudaEventRecord(ev[0], stream));
+      EK_CUDA(cudaEventRecord(s.ev[0], stream));
       EK_CUDA(cudaGraphLaunch(*exec, stream));
-      EK_CUDA(cudaEventRecord(ev[4], stream));
+      EK_CUDA(cudaEventRecord(s.ev[4], stream));
     } else {
-      enqueue<T>(b, pc, skip, normalize, off, tiles.size(), tile_rows, out_dim, true);
+      enqueue<T>(s, b, pc, skip, normalize, off, tiles.size(), tile_rows, out_dim, true);
     }
-    EK_CUDA(cudaStreamSynchronize(stream));
-    std::copy(h_pooled, h_pooled + size_t(S) * out_dim, out);
-    if (exec) {  // a graph replay is timed as a whole
-      times = PhaseTimes{};
-      cudaEventElapsedTime(&times.forward, ev[0], ev[4]);
+    s.S = S;
+    s.out_dim = out_dim;
+    s.graph = exec != nullptr;
+    s.busy = true;
+    return s.ticket = ++next_ticket;
+  }
+
+  // Waits for one batch, copies its rows out and reads its events into `times`.
+  void collect(Ticket ticket, float* out) {
+    Slot* sp = nullptr;
+    for (Slot& s : slots)
+      if (s.busy && s.ticket == ticket) sp = &s;
+    if (!sp) throw Error("CUDA encoder: collect of a batch that is not in flight (ticket " + std::to_string(ticket) + ")");
+    Slot& s = *sp;
+    struct Release {  // the slot is free again whatever happens below
+      Slot& s;
+      ~Release() { s.busy = false; }
+    } release{s};
+    times = PhaseTimes{};
+    if (s.empty) return;
+    // Only this batch: one submitted after it keeps running on the device meanwhile.
+    EK_CUDA(cudaEventSynchronize(s.ev[4]));
+    std::copy(s.h_pooled, s.h_pooled + size_t(s.S) * size_t(s.out_dim), out);
+    if (s.graph) {  // a graph replay is timed as a whole
+      times.graph_replay = true;
+      EK_CUDA(cudaEventElapsedTime(&times.forward, s.ev[0], s.ev[4]));
       return;
     }
-    cudaEventElapsedTime(&times.h2d, ev[0], ev[1]);
-    cudaEventElapsedTime(&times.forward, ev[1], ev[2]);
-    cudaEventElapsedTime(&times.pool, ev[2], ev[3]);
-    cudaEventElapsedTime(&times.d2h, ev[3], ev[4]);
+    EK_CUDA(cudaEventElapsedTime(&times.h2d, s.ev[0], s.ev[1]));
+    EK_CUDA(cudaEventElapsedTime(&times.forward, s.ev[1], s.ev[2]));
+    EK_CUDA(cudaEventElapsedTime(&times.pool, s.ev[2], s.ev[3]));
+    EK_CUDA(cudaEventElapsedTime(&times.d2h, s.ev[3], s.ev[4]));
     if (profile_ops) {
-      times.gemm = times.attention = times.layernorm = times.activation = times.embed = 0;
-      for (size_t i = 1; i < op_next; ++i) {
+      for (size_t i = 1; i < s.op_next; ++i) {
         float ms = 0;
-        cudaEventElapsedTime(&ms, op_events[i - 1], op_events[i]);
-        times.*op_kinds[i] += ms;
+        EK_CUDA(cudaEventElapsedTime(&ms, s.op_events[i - 1], s.op_events[i]));
+        times.*s.op_kinds[i] += ms;
       }
     }
   }
-
 };
 
 BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Precision p, size_t max_batch_tokens)
@@ -485,13 +601,15 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   EK_CUDA(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   EK_CUBLAS(cublasLtCreate(&m.lt));
   EK_CUDA(cudaMalloc(&m.lt_workspace, m.lt_workspace_bytes));
-  for (auto& e : m.ev) EK_CUDA(cudaEventCreate(&e));
+  for (auto& s : m.slots)
+    for (auto& e : s.ev) EK_CUDA(cudaEventCreate(&e));
   const char* prof = std::getenv("EMBEDKIT_PROFILE_OPS");
   m.profile_ops = prof && std::string(prof) == "1";
   const char* graphs = std::getenv("EMBEDKIT_CUDA_GRAPHS");
   m.graphs_enabled = !(graphs && std::string(graphs) == "0");
   const char* fuse = std::getenv("EMBEDKIT_FUSE_RESIDUAL");
   m.fuse_residual = !(fuse && std::string(fuse) == "0");
+  m.ln_pairs = layernorm_pairs_for(int(cfg.hidden_size));
   const char* exact = std::getenv("EMBEDKIT_EXACT_GELU");
   if (cfg.hidden_act == "relu") {
     m.inter_epilogue = CUBLASLT_EPILOGUE_RELU_BIAS;
@@ -504,21 +622,25 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   }
   if (p == Precision::F16) m.load<__half>(w);
   else m.load<__nv_bfloat16>(w);
-  m.ensure_capacity(max_batch_tokens, 64, 64, 64 * 4 * size_t(cfg.hidden_size));
+  for (auto& s : m.slots) m.ensure_capacity(s, max_batch_tokens, 64, 64, 64 * 4 * size_t(cfg.hidden_size));
 }
 
 BertEncoder::~BertEncoder() {
   if (!impl_) return;
   Impl& m = *impl_;
-  if (m.stream) cudaStreamSynchronize(m.stream);
+  if (m.stream) cudaStreamSynchronize(m.stream);  // batches never collected finish first
   m.drop_graphs();
   for (void* p : m.owned) cudaFree(p);
   for (void* p : {m.hidden, m.qkv, m.ctx, m.tmp, m.inter, static_cast<void*>(m.d_ints), static_cast<void*>(m.d_pooled),
                   m.lt_workspace})
     if (p) cudaFree(p);
-  if (m.h_ints) cudaFreeHost(m.h_ints);
-  if (m.h_pooled) cudaFreeHost(m.h_pooled);
-  for (auto& e : m.ev) cudaEventDestroy(e);
+  for (auto& s : m.slots) {
+    if (s.h_ints) cudaFreeHost(s.h_ints);
+    if (s.h_pooled) cudaFreeHost(s.h_pooled);
+    for (auto& e : s.ev)
+      if (e) cudaEventDestroy(e);
+    for (auto& e : s.op_events) cudaEventDestroy(e);
+  }
   if (m.lt) cublasLtDestroy(m.lt);
   if (m.stream) cudaStreamDestroy(m.stream);
 }
@@ -526,11 +648,25 @@ BertEncoder::~BertEncoder() {
 void BertEncoder::encode(const PackedBatch& batch, const PoolingConfig& pooling, const std::vector<int32_t>& skip,
                          bool normalize, float* out) {
   if (batch.tokens() == 0) return;
-  if (impl_->precision == Precision::F16) impl_->run<__half>(batch, pooling, skip, normalize, out);
-  else impl_->run<__nv_bfloat16>(batch, pooling, skip, normalize, out);
+  collect(submit(batch, pooling, skip, normalize), out);
+}
+
+BertEncoder::Ticket BertEncoder::submit(const PackedBatch& batch, const PoolingConfig& pooling,
+                                        const std::vector<int32_t>& skip, bool normalize) {
+  if (impl_->precision == Precision::F16) return impl_->submit<__half>(batch, pooling, skip, normalize);
+  return impl_->submit<__nv_bfloat16>(batch, pooling, skip, normalize);
+}
+
+void BertEncoder::collect(Ticket ticket, float* out) { impl_->collect(ticket, out); }
+
+int BertEncoder::in_flight() const {
+  int n = 0;
+  for (auto& s : impl_->slots) n += s.busy ? 1 : 0;
+  return n;
 }
 
 const PhaseTimes& BertEncoder::last_times() const { return impl_->times; }
 std::string BertEncoder::device_name() const { return impl_->name; }
+int BertEncoder::layernorm_pairs() const { return impl_->ln_pairs; }
 
 }  // namespace embedkit::cuda

@@ -19,15 +19,24 @@ size_t free_memory_bytes();
 
 enum class Precision { F16, BF16 };
 
-// Device time of the phases of the last encode() call, from CUDA events (milliseconds).
+// Device time of the phases of one batch, from CUDA events recorded on the encoder's stream
+// around that batch's own work (milliseconds), so the numbers stay per batch when batches are
+// pipelined (a batch's events fire after the previous batch's work, not while it runs).
 struct PhaseTimes {
   float h2d = 0, forward = 0, pool = 0, d2h = 0;
   // Forward split by op kind; filled only when EMBEDKIT_PROFILE_OPS=1 (an event per op).
   float gemm = 0, attention = 0, layernorm = 0, activation = 0, embed = 0;
+  // The batch ran as one CUDA-graph replay, timed whole: everything is in `forward`.
+  bool graph_replay = false;
 };
 
 class BertEncoder {
  public:
+  // Batches that may be submitted and not yet collected at once. Two are enough to hide the host
+  // side of a batch (staging batch i+1's inputs, copying batch i's rows out) behind the device.
+  static constexpr int kMaxInFlight = 2;
+  using Ticket = uint64_t;
+
   BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Precision p, size_t max_batch_tokens);
   ~BertEncoder();
   BertEncoder(const BertEncoder&) = delete;
@@ -35,16 +44,41 @@ class BertEncoder {
 
   // Runs the encoder on `batch`, pools each sequence on the device (skip[s] leading tokens
   // excluded when non-empty), L2-normalizes rows when `normalize`, and copies the pooled
-  // [S, pooled_dim] fp32 rows to `out` (host) with one device-to-host copy.
+  // [S, pooled_dim] fp32 rows to `out` (host) with one device-to-host copy. = collect(submit()).
   void encode(const PackedBatch& batch, const PoolingConfig& pooling, const std::vector<int32_t>& skip,
               bool normalize, float* out);
+
+  // Pipelined form of encode(). submit() stages the batch's inputs in pinned host memory (one of
+  // kMaxInFlight staging slots; `batch` and `skip` are not needed afterwards) and queues the whole
+  // pass (H2D copy, forward, pooling, D2H copy into the slot's pinned rows) on the encoder's
+  // stream without waiting for it. Everything runs on that one stream, so a batch submitted while
+  // another is in flight starts on the device right after it: no host gap between the two.
+  // collect() waits for that batch only and copies its [S, pooled_dim] rows to `out`; its
+  // last_times() are then this batch's. Throws when kMaxInFlight batches are already in flight
+  // (collect one first) or for a ticket that is not in flight. Not thread-safe (one caller).
+  Ticket submit(const PackedBatch& batch, const PoolingConfig& pooling, const std::vector<int32_t>& skip,
+                bool normalize);
+  void collect(Ticket ticket, float* out);
+  int in_flight() const;
+  // How many batches callers should keep in flight: kMaxInFlight, or 1 with EMBEDKIT_PIPELINE=1
+  // (for measuring the pipelined and the synchronous form side by side).
+  static int pipeline_depth();
+
+  // Times of the batch collected last.
   const PhaseTimes& last_times() const;
   std::string device_name() const;
+  // Element pairs per LayerNorm load the encoder uses at its hidden size (1: 4 bytes, 2: 8 bytes,
+  // 4: 16 bytes; 0: one element per load), for reports.
+  int layernorm_pairs() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// LayerNorm load width for hidden size d (element pairs per load, as above): the measured default
+// per d, or EMBEDKIT_LN_PAIRS=1|2|4 narrowed to what d allows (d % (64·pairs) == 0).
+int layernorm_pairs_for(int d);
 
 }  // namespace embedkit::cuda
 
@@ -64,9 +98,11 @@ std::vector<float> linear_residual(const std::vector<float>& x, int T, int n_in,
                                    bool in_place, Precision p);
 std::vector<float> gelu(const std::vector<float>& x, Precision p);
 // LN(x + hidden); an empty x gives LN(hidden) (the in-place form after a residual epilogue).
+// pairs: element pairs per load (1, 2, 4; 0 = one element per load; -1 = the encoder's choice
+// for d, layernorm_pairs_for(d)).
 std::vector<float> add_layernorm(const std::vector<float>& x, const std::vector<float>& hidden,
                                  const std::vector<float>& g, const std::vector<float>& b, int T, int d, float eps,
-                                 Precision p);
+                                 Precision p, int pairs = -1);
 std::vector<float> embed_layernorm(const std::vector<int32_t>& ids, const std::vector<int32_t>& types,
                                    const std::vector<int32_t>& pos, const std::vector<float>& word,
                                    const std::vector<float>& pos_emb, const std::vector<float>& type_emb,

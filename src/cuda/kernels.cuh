@@ -262,16 +262,24 @@ __global__ void add_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict_
   }
 }
 
+// pairs: element pairs per load and store (4: 16 bytes, 2: 8 bytes, 1: 4 bytes; 0: one element
+// per load, any d % 32 == 0); -1 takes the widest that d allows. A width must divide the row
+// (d % (64·pairs) == 0). The encoder picks it per hidden size (layernorm_pairs_for in
+// bert_cuda.cu): the widest is not always the fastest (d = 768: 16-byte loads measured slower).
 template <typename T>
-void launch_add_layernorm(const T* x, T* hidden, const T* g, const T* b, int T_, int d, float eps, cudaStream_t stream) {
+void launch_add_layernorm(const T* x, T* hidden, const T* g, const T* b, int T_, int d, float eps, cudaStream_t stream,
+                          int pairs = -1) {
   const int warps = 8;
   const dim3 grid((T_ + warps - 1) / warps), block(32 * warps);
+  if (pairs < 0) pairs = d % 256 == 0 ? 4 : d % 128 == 0 ? 2 : d % 64 == 0 ? 1 : 0;
+  EK_CHECK((pairs == 0 || pairs == 1 || pairs == 2 || pairs == 4) && (pairs == 0 || d % (64 * pairs) == 0),
+           "LayerNorm: " + std::to_string(pairs) + " element pairs per load do not divide d = " + std::to_string(d));
 #define EK_ADD_LN(PAIRS)                                                                                    \
   (x ? add_layernorm_vec_kernel<T, true, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps)   \
      : add_layernorm_vec_kernel<T, false, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps))
-  if (d % 256 == 0) EK_ADD_LN(4);
-  else if (d % 128 == 0) EK_ADD_LN(2);
-  else if (d % 64 == 0) EK_ADD_LN(1);
+  if (pairs == 4) EK_ADD_LN(4);
+  else if (pairs == 2) EK_ADD_LN(2);
+  else if (pairs == 1) EK_ADD_LN(1);
   else add_layernorm_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
 #undef EK_ADD_LN
 }

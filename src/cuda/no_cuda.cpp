@@ -18,6 +18,14 @@ BertEncoder::BertEncoder(const TransformerConfig&, const BertWeights&, Precision
 }
 BertEncoder::~BertEncoder() = default;
 void BertEncoder::encode(const PackedBatch&, const PoolingConfig&, const std::vector<int32_t>&, bool, float*) {}
+BertEncoder::Ticket BertEncoder::submit(const PackedBatch&, const PoolingConfig&, const std::vector<int32_t>&, bool) {
+  throw Error("CUDA backend not built");
+}
+void BertEncoder::collect(Ticket, float*) { throw Error("CUDA backend not built"); }
+int BertEncoder::in_flight() const { return 0; }
+int BertEncoder::pipeline_depth() { return 1; }
+int BertEncoder::layernorm_pairs() const { return 0; }
+int layernorm_pairs_for(int) { return 0; }
 const PhaseTimes& BertEncoder::last_times() const {
   static PhaseTimes t;
   return t;

@@ -86,9 +86,10 @@ std::vector<float> gelu_t(const std::vector<float>& x) {
 
 template <typename T>
 std::vector<float> add_ln_t(const std::vector<float>& x, const std::vector<float>& hidden, const std::vector<float>& g,
-                            const std::vector<float>& b, int T_, int d, float eps) {
+                            const std::vector<float>& b, int T_, int d, float eps, int pairs) {
   Buf dx = up<T>(x.empty() ? std::vector<float>{0.f} : x), dh = up<T>(hidden), dg = up<T>(g), dbb = up<T>(b);
-  launch_add_layernorm<T>(x.empty() ? nullptr : dx.as<T>(), dh.as<T>(), dg.as<T>(), dbb.as<T>(), T_, d, eps, 0);
+  launch_add_layernorm<T>(x.empty() ? nullptr : dx.as<T>(), dh.as<T>(), dg.as<T>(), dbb.as<T>(), T_, d, eps, 0,
+                          pairs < 0 ? layernorm_pairs_for(d) : pairs);
   EK_CUDA(cudaGetLastError());
   return down<T>(dh, size_t(T_) * d);
 }
@@ -238,8 +239,8 @@ std::vector<float> linear_residual(const std::vector<float>& x, int T, int n_in,
 std::vector<float> gelu(const std::vector<float>& x, Precision p) { return EK_DISPATCH(p, gelu_t, x); }
 std::vector<float> add_layernorm(const std::vector<float>& x, const std::vector<float>& hidden,
                                  const std::vector<float>& g, const std::vector<float>& b, int T, int d, float eps,
-                                 Precision p) {
-  return EK_DISPATCH(p, add_ln_t, x, hidden, g, b, T, d, eps);
+                                 Precision p, int pairs) {
+  return EK_DISPATCH(p, add_ln_t, x, hidden, g, b, T, d, eps, pairs);
 }
 std::vector<float> embed_layernorm(const std::vector<int32_t>& ids, const std::vector<int32_t>& types,
                                    const std::vector<int32_t>& pos, const std::vector<float>& word,

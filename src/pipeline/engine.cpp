@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "cuda/bert_cuda.h"
@@ -98,6 +99,13 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
     auto p = opt.dtype == "bf16" ? cuda::Precision::BF16 : cuda::Precision::F16;
     gpu_ = std::make_unique<cuda::BertEncoder>(files_.config, dynamic_cast<BertModel&>(*model_).weights(), p, batch_tokens_);
     device_ = gpu_->device_name() + (p == cuda::Precision::BF16 ? " bf16" : " fp16");
+  }
+  static_assert(kMaxInFlight <= size_t(cuda::BertEncoder::kMaxInFlight));
+  if (gpu_) {
+    pipeline_depth_ = size_t(cuda::BertEncoder::pipeline_depth());
+  } else {  // CPU, and the Qwen3 GPU encoder (synchronous): the pass runs inside collect()
+    const char* pe = std::getenv("EMBEDKIT_PIPELINE");
+    pipeline_depth_ = pe && std::atoi(pe) >= 2 ? kMaxInFlight : 1;
   }
 
   int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
@@ -239,50 +247,90 @@ void EmbeddingEngine::validate(const Encoding& e) const {
 }
 
 void EmbeddingEngine::run(const Encoding* const* seqs, const int32_t* pool_skip, size_t n, float* out) {
+  collect(submit(seqs, pool_skip, n), out);
+}
+
+EmbeddingEngine::RunTicket EmbeddingEngine::submit(const Encoding* const* seqs, const int32_t* pool_skip, size_t n) {
   using Clock = std::chrono::steady_clock;
-  auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
   const auto t_pack = Clock::now();
   // OpenMP's thread count is per calling thread: the constructor's omp_set_num_threads does not
-  // reach the batcher's executor thread, which calls run(); set it here.
+  // reach the batcher's executor thread, which calls submit()/collect(); set it here.
   if (opt_.threads > 0 && omp_get_max_threads() != opt_.threads) omp_set_num_threads(opt_.threads);
-  batch_.ids.clear();
-  batch_.type_ids.clear();
-  batch_.positions.clear();
-  batch_.cu_seqlens.assign(1, 0);
-  skip_.clear();
+  RunSlot* slot = nullptr;
+  bool others_in_flight = false;
+  for (RunSlot& s : slots_) {
+    if (!s.busy && !slot) slot = &s;
+    others_in_flight |= s.busy;
+  }
+  if (!slot) throw Error("engine: " + std::to_string(kMaxInFlight) + " batches already in flight; collect one first");
+  RunSlot& s = *slot;
+  PackedBatch& b = s.batch;
+  b.ids.clear();
+  b.type_ids.clear();
+  b.positions.clear();
+  b.cu_seqlens.assign(1, 0);
+  s.skip.clear();
   bool any_skip = false;
   for (size_t k = 0; k < n; ++k) {
     const Encoding& e = *seqs[k];
     EK_CHECK(e.size() > 0, "empty sequence in a batch");
-    batch_.ids.insert(batch_.ids.end(), e.ids.begin(), e.ids.end());
-    batch_.type_ids.insert(batch_.type_ids.end(), e.type_ids.begin(), e.type_ids.end());
-    for (size_t p = 0; p < e.size(); ++p) batch_.positions.push_back(int32_t(p));
-    batch_.cu_seqlens.push_back(int32_t(batch_.ids.size()));
-    const int32_t s = pool_skip ? pool_skip[k] : 0;
-    skip_.push_back(s);
-    any_skip |= s != 0;
+    b.ids.insert(b.ids.end(), e.ids.begin(), e.ids.end());
+    b.type_ids.insert(b.type_ids.end(), e.type_ids.begin(), e.type_ids.end());
+    for (size_t p = 0; p < e.size(); ++p) b.positions.push_back(int32_t(p));
+    b.cu_seqlens.push_back(int32_t(b.ids.size()));
+    const int32_t sk = pool_skip ? pool_skip[k] : 0;
+    s.skip.push_back(sk);
+    any_skip |= sk != 0;
   }
-  EK_CHECK(n == 1 || size_t(batch_.tokens()) <= batch_tokens_, "batch over the token budget");
-  if (!any_skip) skip_.clear();
+  EK_CHECK(n == 1 || size_t(b.tokens()) <= batch_tokens_, "batch over the token budget");
+  if (!any_skip) s.skip.clear();
+  s.n = n;
+  s.pack_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_pack).count();
+  // On the GPU the whole pass is queued now, behind any batch in flight; the slot keeps nothing
+  // the device needs (the encoder staged the inputs in its own pinned memory).
+  if (gpu_) s.gpu_ticket = gpu_->submit(b, files_.pooling, s.skip, /*normalize=*/false);
+  s.overlapped = others_in_flight && gpu_;
+  s.busy = true;
+  return s.ticket = ++next_ticket_;
+}
+
+void EmbeddingEngine::collect(RunTicket ticket, float* out) {
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+  RunSlot* slot = nullptr;
+  for (RunSlot& s : slots_)
+    if (s.busy && s.ticket == ticket) slot = &s;
+  if (!slot) throw Error("engine: collect of a batch that is not in flight");
+  RunSlot& s = *slot;
+  struct Release {  // the slot is free again whatever happens below
+    RunSlot& s;
+    ~Release() { s.busy = false; }
+  } release{s};
+  if (opt_.threads > 0 && omp_get_max_threads() != opt_.threads) omp_set_num_threads(opt_.threads);
+  const size_t n = s.n;
   int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);
   // Without Dense modules the pooled rows are the output; otherwise they go through each layer.
   float* pooled = dense_.empty() ? out : (pooled_.resize(n * size_t(dim)), pooled_.data());
   run_times_ = EngineRunTimes{};
+  run_times_.pack_ms = s.pack_ms;
+  run_times_.overlapped = s.overlapped;
   const auto t_model = Clock::now();
-  run_times_.pack_ms = ms(t_pack, t_model);
   if (gpu_ || qwen3_gpu_) {
-    if (gpu_) gpu_->encode(batch_, files_.pooling, skip_, /*normalize=*/false, pooled);
-    else qwen3_gpu_->encode(batch_, files_.pooling, skip_, /*normalize=*/false, pooled);
+    // BERT: this batch was queued in submit(); wait for it. Qwen3 (no pipelined form yet): the
+    // whole synchronous pass runs here.
+    if (gpu_) gpu_->collect(s.gpu_ticket, pooled);
+    else qwen3_gpu_->encode(s.batch, files_.pooling, s.skip, /*normalize=*/false, pooled);
     const auto& pt = gpu_ ? gpu_->last_times() : qwen3_gpu_->last_times();
     run_times_.h2d_ms = pt.h2d;
     run_times_.forward_ms = pt.forward;
     run_times_.pool_ms = pt.pool;
     run_times_.d2h_ms = pt.d2h;
-    run_times_.graph_replay = pt.h2d == 0 && pt.d2h == 0;  // a replayed graph is timed as a whole
+    // A replayed graph is timed as a whole (the Qwen3 encoder leaves both copies at zero then).
+    run_times_.graph_replay = gpu_ ? pt.graph_replay : pt.h2d == 0 && pt.d2h == 0;
   } else {
-    model_->forward(batch_, hidden_);
+    model_->forward(s.batch, hidden_);
     run_times_.cpu_forward_ms = ms(t_model, Clock::now());
-    pool(hidden_.data(), files_.config.hidden_size, batch_.cu_seqlens, files_.pooling, skip_, pooled);
+    pool(hidden_.data(), files_.config.hidden_size, s.batch.cu_seqlens, files_.pooling, s.skip, pooled);
   }
   const auto t_pool = Clock::now();
   for (const DenseLayer& dl : dense_) {  // [n, dim] → [n, out_features]

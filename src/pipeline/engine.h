@@ -4,9 +4,11 @@
 //
 //   encode(text, prompt, truncate, side)  → Encoding           thread-safe (any worker thread)
 //   run(seqs[n])                           → pooled [n, full_dim] after Dense, not normalized
+//   submit(seqs[n]) … collect(ticket)      → the same, pipelined: up to pipeline_depth() batches
+//                                            in flight (GPU: batch i+1 queued behind batch i)
 //   finish(row, normalize, dims)           → what the user gets (normalize, Matryoshka truncation)
 //
-// run() is not thread-safe: one caller at a time (the batcher's executor or Embedder::embed).
+// run()/submit()/collect() are not thread-safe: one caller at a time (the batcher's executor).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -45,6 +47,9 @@ struct EngineRunTimes {  // of the last run() (device phases from CUDA events, m
   // Dense modules; graph_replay: the GPU pass was one CUDA-graph replay, timed whole (forward_ms).
   double pack_ms = 0, cpu_forward_ms = 0, cpu_pool_ms = 0;
   bool graph_replay = false;
+  // The batch was submitted while an earlier one was still in flight: its packing and submission
+  // ran while the device worked on that batch (host time off the critical path).
+  bool overlapped = false;
 };
 
 class EmbeddingEngine {
@@ -67,6 +72,20 @@ class EmbeddingEngine {
   // batch_tokens(), or a single longer sequence). out: [n, full_dim()] fp32, not normalized.
   // pool_skip[k]: leading tokens of sequence k that pooling skips (may be null).
   void run(const Encoding* const* seqs, const int32_t* pool_skip, size_t n, float* out);
+  // Pipelined form of run() (run = collect(submit)). submit() packs the batch and, on the GPU,
+  // queues its whole pass (H2D, forward, pooling, D2H) without waiting; `seqs` are not needed
+  // afterwards. collect() waits for that batch, applies the Dense modules and writes out [n,
+  // full_dim()]; last_run_times() are then that batch's. At most pipeline_depth() batches may be
+  // submitted and not collected (submit throws beyond kMaxInFlight); collect in any order.
+  using RunTicket = uint64_t;
+  static constexpr size_t kMaxInFlight = 2;
+  RunTicket submit(const Encoding* const* seqs, const int32_t* pool_skip, size_t n);
+  void collect(RunTicket ticket, float* out);
+  // How many batches a caller should keep in flight: 2 for BERT-family models on the GPU (the host
+  // side of one batch hides behind the device work of the previous one); 1 on the CPU and for the
+  // Qwen3 GPU encoder, where the whole pass runs inside collect() and there is nothing to overlap. EMBEDKIT_PIPELINE=1|2 overrides (measuring; tests
+  // run the pipelined path on CPU-only machines with 2).
+  size_t pipeline_depth() const { return pipeline_depth_; }
   const EngineRunTimes& last_run_times() const { return run_times_; }
 
   // full: one row of run()'s output; out: dims floats (dims ≤ full_dim), normalized if asked.
@@ -111,10 +130,23 @@ class EmbeddingEngine {
   Prompt default_prompt_;
   std::map<std::string, Prompt> named_prompts_;
   EngineRunTimes run_times_;
-  // run() scratch, reused across calls (no allocation once warm).
-  PackedBatch batch_;
+  // One per batch in flight: the packed inputs (the CPU forward reads them in collect) and what
+  // collect() reports. Reused across calls (no allocation once warm).
+  struct RunSlot {
+    bool busy = false;
+    RunTicket ticket = 0;
+    uint64_t gpu_ticket = 0;  // cuda::BertEncoder::Ticket
+    size_t n = 0;
+    PackedBatch batch;
+    std::vector<int32_t> skip;  // empty when no sequence skips tokens
+    double pack_ms = 0;
+    bool overlapped = false;
+  };
+  RunSlot slots_[kMaxInFlight];
+  RunTicket next_ticket_ = 0;
+  size_t pipeline_depth_ = 1;
+  // collect() scratch.
   std::vector<float> hidden_, pooled_, tmp_;
-  std::vector<int32_t> skip_;
 };
 
 // Thrown by encode() for an input longer than the model accepts when truncation is off.

@@ -2,6 +2,7 @@
 #include "scheduler/batcher.h"
 
 #include <algorithm>
+#include <deque>
 
 #include "util/error.h"
 
@@ -103,52 +104,107 @@ void Batcher::assembler_loop() {
   }
 }
 
+bool Batcher::ready_locked() const {
+  if (next_.items.empty()) return false;
+  const bool full = next_.tokens + 2 > opt_.max_batch_tokens ||
+                    (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests);
+  return opt_.max_wait.count() == 0 || full || stopping_ || EmbedJob::Clock::now() >= next_.oldest + opt_.max_wait;
+}
+
+// Up to engine_.pipeline_depth() batches in flight (2 on the GPU): batch i+1 is submitted (its
+// whole GPU pass queued behind batch i) before batch i is collected, so the device goes from one
+// batch to the next without waiting for the host to finish rows, run callbacks and pack again.
+// Each batch is still delivered on its own and in order: its rows, then on_batch, then the on_done
+// of the jobs it completed. The executor never waits for a next batch while one is in flight: a
+// batch that is not ready to go (empty, or a partial one within max_wait) is left for later and
+// the one in flight is collected first.
 void Batcher::executor_loop() {
+  using Clock = EmbedJob::Clock;
+  struct Running {
+    Batch batch;
+    EmbeddingEngine::RunTicket ticket = 0;
+    Clock::time_point t0;  // submitted
+    std::string error;     // submit failed
+  };
+  std::deque<Running> running;  // oldest first
+  const size_t depth = std::max<size_t>(1, std::min(engine_.pipeline_depth(), EmbeddingEngine::kMaxInFlight));
   std::vector<const Encoding*> seqs;
   std::vector<int32_t> skip;
   std::vector<float> rows;
   std::vector<std::shared_ptr<EmbedJob>> done;
   const size_t full_dim = engine_.full_dim();
+  Clock::time_point last_end{};  // when the previous batch was collected
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    // Wait for a batch; with max_wait, a partial batch waits for company until its oldest
-    // input has waited max_wait.
-    for (;;) {
-      if (next_.items.empty()) {
-        if (stopping_ && pending_.empty()) return;
-        executor_cv_.wait(lock);
-        continue;
+    // 1. Submit the next batch if there is room in the pipeline.
+    bool take = false;
+    if (running.empty()) {
+      // Nothing in flight: wait for a batch; with max_wait, a partial batch waits for company
+      // until its oldest input has waited max_wait.
+      for (;;) {
+        if (next_.items.empty()) {
+          if (stopping_ && pending_.empty()) return;
+          executor_cv_.wait(lock);
+          continue;
+        }
+        if (ready_locked()) break;
+        executor_cv_.wait_until(lock, next_.oldest + opt_.max_wait);
       }
-      const bool full = next_.tokens + 2 > opt_.max_batch_tokens ||
-                        (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests);
-      if (opt_.max_wait.count() == 0 || full || stopping_) break;
-      const auto deadline = next_.oldest + opt_.max_wait;
-      if (EmbedJob::Clock::now() >= deadline) break;
-      executor_cv_.wait_until(lock, deadline);
+      take = true;
+    } else if (running.size() < depth) {
+      // A batch in flight: take the next one only if it can go now. Fill it here rather than
+      // wait for the assembler thread to get the lock.
+      if (next_.items.empty() && !pending_.empty()) fill_next_locked();
+      take = ready_locked();
     }
-    Batch batch = std::move(next_);
-    next_ = Batch{};
-    running_inputs_ = batch.items.size();
-    dirty_ = true;  // the assembler starts on the next batch while this one runs
-    assembler_cv_.notify_one();
-    lock.unlock();
+    if (take) {
+      Running r;
+      r.batch = std::move(next_);
+      next_ = Batch{};
+      running_inputs_ += r.batch.items.size();
+      dirty_ = true;  // the assembler starts on the next batch while this one runs
+      assembler_cv_.notify_one();
+      lock.unlock();
+      const size_t n = r.batch.items.size();
+      seqs.resize(n);
+      skip.resize(n);
+      for (size_t k = 0; k < n; ++k) {
+        seqs[k] = &r.batch.items[k].job->inputs[r.batch.items[k].index];
+        skip[k] = r.batch.items[k].job->pool_skip;
+      }
+      r.t0 = Clock::now();
+      try {
+        r.ticket = engine_.submit(seqs.data(), skip.data(), n);
+      } catch (const std::exception& e) {
+        r.error = std::string("inference failed: ") + e.what();
+      }
+      running.push_back(std::move(r));
+      lock.lock();
+      if (running.size() < depth) continue;  // room for one more: see if it is ready
+    }
+    if (running.empty()) continue;
 
+    // 2. Collect the oldest batch in flight and deliver it.
+    Running r = std::move(running.front());
+    running.pop_front();
+    lock.unlock();
+    Batch& batch = r.batch;
     const size_t n = batch.items.size();
-    seqs.resize(n);
-    skip.resize(n);
-    for (size_t k = 0; k < n; ++k) {
-      seqs[k] = &batch.items[k].job->inputs[batch.items[k].index];
-      skip[k] = batch.items[k].job->pool_skip;
-    }
     rows.resize(n * full_dim);
-    std::string error;
-    const auto t0 = EmbedJob::Clock::now();
-    try {
-      engine_.run(seqs.data(), skip.data(), n, rows.data());
-    } catch (const std::exception& e) {
-      error = std::string("inference failed: ") + e.what();
+    std::string error = r.error;
+    if (error.empty()) {
+      try {
+        engine_.collect(r.ticket, rows.data());
+      } catch (const std::exception& e) {
+        error = std::string("inference failed: ") + e.what();
+      }
     }
-    const auto t1 = EmbedJob::Clock::now();
+    const auto t1 = Clock::now();
+    // This batch's share of the executor's time: from its submission, or from the previous
+    // batch's collection when it was submitted before that (pipelined): the shares add up to the
+    // wall time, not to more.
+    const auto t0 = std::max(r.t0, last_end);
+    last_end = t1;
     const double secs = std::chrono::duration<double>(t1 - t0).count();
     if (error.empty())
       for (size_t k = 0; k < n; ++k) {
@@ -162,7 +218,7 @@ void Batcher::executor_loop() {
     for (auto& item : batch.items) {
       EmbedJob& job = *item.job;
       if (&job != last) {  // count each job's share of inference once per batch
-        if (job.inference_s == 0) job.first_batch_start = t0;
+        if (job.inference_s == 0) job.first_batch_start = r.t0;
         job.inference_s += secs;
         job.last_batch_end = t1;
         last = &job;
@@ -173,7 +229,7 @@ void Batcher::executor_loop() {
       }
       complete_locked(item.job, done);
     }
-    running_inputs_ = 0;
+    running_inputs_ -= n;
     ++batches_;
     batch_inputs_ += n;
     batch_tokens_total_ += batch.tokens;
@@ -184,7 +240,7 @@ void Batcher::executor_loop() {
     for (auto& j : done)
       if (j->on_done) j->on_done(j);
     done.clear();  // a finished job must not outlive its answer (it holds the connection)
-    batch = Batch{};  // drop job references before waiting again
+    r = Running{};  // drop job references before waiting again
     lock.lock();
     idle_cv_.notify_all();
   }

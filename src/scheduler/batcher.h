@@ -6,8 +6,10 @@
 //                    │ current one runs (token budget + max requests; an item that does not fit
 //                    │ is skipped, not a wall: shorter ones behind it still go in)
 //                    ▼
-//                 next batch ─▶ executor thread: EmbeddingEngine::run → finish → job rows;
-//                                a job whose last input is done gets its on_done callback.
+//                 next batch ─▶ executor thread: EmbeddingEngine::submit … collect → finish →
+//                                job rows; a job whose last input is done gets its on_done callback.
+//                                On the GPU batch i+1 is submitted before batch i is collected
+//                                (engine pipeline_depth() 2), so the device never waits for the host.
 //
 // Dispatch is immediate when the executor is free (an optional max_wait lets a batch that is
 // not yet full wait for company). Backpressure: submit() refuses a job that would take the
@@ -54,7 +56,10 @@ struct EmbedJob {
 
   // Timings, filled by the batcher.
   Clock::time_point enqueued, first_batch_start, last_batch_end;
-  double inference_s = 0;  // sum of the run() times of the batches this job's inputs were in
+  // Sum of the model times of the batches this job's inputs were in: each batch's share of the
+  // executor's time, from its submission (or, pipelined, from the previous batch's collection)
+  // to its collection. first_batch_start: when its first batch was submitted.
+  double inference_s = 0;
   size_t tokens() const {
     size_t t = 0;
     for (auto& e : inputs) t += e.size();
@@ -100,6 +105,7 @@ class Batcher {
   void assembler_loop();
   void executor_loop();
   bool fill_next_locked();  // moves fitting pending items into next_; true if any moved
+  bool ready_locked() const;  // next_ may be dispatched now (non-empty; full, or no/expired max_wait)
   void complete_locked(const std::shared_ptr<EmbedJob>& job, std::vector<std::shared_ptr<EmbedJob>>& done);
 
   EmbeddingEngine& engine_;
@@ -111,6 +117,7 @@ class Batcher {
   std::list<Item> pending_;  // oldest first
   bool dirty_ = false;        // pending_ grew or next_ was taken: the assembler has work
   Batch next_;
+  // running_inputs_: inputs of the batches submitted to the engine and not yet delivered (≤ 2 batches).
   size_t in_flight_inputs_ = 0, running_inputs_ = 0, batches_ = 0, batch_inputs_ = 0, batch_tokens_total_ = 0;
   bool stopping_ = false;
   std::thread assembler_, executor_;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <tuple>
@@ -12,9 +13,11 @@
 #include "cuda/bert_cuda.h"
 #include "cuda/qwen3_cuda.h"
 #include "embedkit/embedkit.h"
+#include "models/bert.h"
 #include "ops/cpu_ops.h"
 #include "ops/decoder_ops.h"
 #include "pipeline/pooling.h"
+#include "util/error.h"
 
 using namespace embedkit;
 using cuda::Precision;
@@ -109,20 +112,24 @@ TEST_P(CudaOps, GeluErf) {
 
 TEST_P(CudaOps, AddLayerNorm) {
   const Precision p = GetParam();
-  // Every load width: 352 (d % 64 != 0: one element per load), 448 (one pair), 384 (two pairs),
-  // 768 and 1024 (four pairs, 16 bytes).
+  // Every load width at every d it divides (pairs per load: 0 = one element, 1 = 4 bytes, 2 = 8,
+  // 4 = 16; -1 = the encoder's choice for d, layernorm_pairs_for): 352 (d % 64 != 0), 448
+  // (d % 64 == 0), 384 (d % 128 == 0), 768 and 1024 (d % 256 == 0).
   for (int d : {352, 448, 384, 768, 1024}) {
-    for (int T : {1, 33, 5000}) {
-      auto x = rnd(size_t(T) * d, 6, 2.f, p, 0.3f), h = rnd(size_t(T) * d, 7, 1.f, p), g = rnd(size_t(d), 8, 0.2f, p, 1.f),
-           b = rnd(size_t(d), 9, 0.1f, p);
-      std::vector<float> ref(x.size());
-      cpu::add_layernorm(x.data(), h.data(), T, d, g.data(), b.data(), 1e-12f, ref.data());
-      EXPECT_LT(rel_err(cuda::testing::add_layernorm(x, h, g, b, T, d, 1e-12f, p), ref), bound(p))
-          << name(p) << " d=" << d << " T=" << T;
-      // LayerNorm alone (the residual already added by the GEMM epilogue): in place on hidden.
-      cpu::add_layernorm(h.data(), nullptr, T, d, g.data(), b.data(), 1e-12f, ref.data());
-      EXPECT_LT(rel_err(cuda::testing::add_layernorm({}, h, g, b, T, d, 1e-12f, p), ref), bound(p))
-          << name(p) << " LN only, d=" << d << " T=" << T;
+    for (int pairs : {-1, 0, 1, 2, 4}) {
+      if (pairs > 0 && d % (64 * pairs) != 0) continue;
+      for (int T : {1, 33, 5000}) {
+        auto x = rnd(size_t(T) * d, 6, 2.f, p, 0.3f), h = rnd(size_t(T) * d, 7, 1.f, p),
+             g = rnd(size_t(d), 8, 0.2f, p, 1.f), b = rnd(size_t(d), 9, 0.1f, p);
+        std::vector<float> ref(x.size());
+        cpu::add_layernorm(x.data(), h.data(), T, d, g.data(), b.data(), 1e-12f, ref.data());
+        EXPECT_LT(rel_err(cuda::testing::add_layernorm(x, h, g, b, T, d, 1e-12f, p, pairs), ref), bound(p))
+            << name(p) << " d=" << d << " pairs=" << pairs << " T=" << T;
+        // LayerNorm alone (the residual already added by the GEMM epilogue): in place on hidden.
+        cpu::add_layernorm(h.data(), nullptr, T, d, g.data(), b.data(), 1e-12f, ref.data());
+        EXPECT_LT(rel_err(cuda::testing::add_layernorm({}, h, g, b, T, d, 1e-12f, p, pairs), ref), bound(p))
+            << name(p) << " LN only, d=" << d << " pairs=" << pairs << " T=" << T;
+      }
     }
   }
 }
@@ -325,6 +332,96 @@ TEST_P(CudaOps, Qwen3LastTokenNormPool) {
     }
     e = rel_err(cuda::testing::last_token_norm_pool(h, d, cu, w, eps, true, p), ref);
     EXPECT_LT(e, 1e-4) << name(p) << " d=" << d << " normalized, rel_err=" << e;
+  }
+}
+
+// The pipelined encoder (submit / collect, two batches in flight, CUDA-graph replays from both
+// staging slots) gives each batch the rows the synchronous, graph-free encoder gives it alone:
+// inputs staged per slot are never overwritten before their copy, rows never mixed up.
+TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
+  const Precision p = GetParam();
+  TransformerConfig cfg;
+  cfg.model_type = "bert";
+  cfg.vocab_size = 300, cfg.hidden_size = 64, cfg.num_layers = 2, cfg.num_heads = 2, cfg.intermediate_size = 128;
+  cfg.max_position_embeddings = 512, cfg.type_vocab_size = 2;
+  const size_t d = 64, I = 128;
+  uint32_t seed = 100;
+  auto r = [&](size_t n, float scale, float shift = 0.f) { return rnd(n, seed++, scale, p, shift); };
+  BertWeights w;
+  w.word_emb = r(300 * d, 1.f), w.pos_emb = r(512 * d, 0.5f), w.type_emb = r(2 * d, 0.5f);
+  w.emb_ln_g = r(d, 0.1f, 1.f), w.emb_ln_b = r(d, 0.1f);
+  for (int l = 0; l < 2; ++l) {
+    BertWeights::Layer L;
+    L.w_qkv = r(3 * d * d, 0.125f), L.b_qkv = r(3 * d, 0.1f), L.w_attn_out = r(d * d, 0.125f), L.b_attn_out = r(d, 0.1f);
+    L.ln1_g = r(d, 0.1f, 1.f), L.ln1_b = r(d, 0.1f), L.w_inter = r(I * d, 0.125f), L.b_inter = r(I, 0.1f);
+    L.w_out = r(d * I, 0.09f), L.b_out = r(d, 0.1f), L.ln2_g = r(d, 0.1f, 1.f), L.ln2_b = r(d, 0.1f);
+    w.layers.push_back(std::move(L));
+  }
+  // Batch shapes: short sequences (graph-replayed from the second time a shape is seen), one past
+  // the short-sequence attention limit, a single token, and the maximum length.
+  const std::vector<std::vector<int>> shapes = {{5, 17, 3}, {300, 100}, {1}, {40, 40, 9}, {512}};
+  auto make = [&](const std::vector<int>& lens, uint32_t s) {
+    std::mt19937 rng(s);
+    PackedBatch b;
+    b.cu_seqlens.push_back(0);
+    for (int len : lens) {
+      for (int t = 0; t < len; ++t) {
+        b.ids.push_back(int32_t(rng() % 300));
+        b.type_ids.push_back(int32_t(rng() % 2));
+        b.positions.push_back(t);
+      }
+      b.cu_seqlens.push_back(int32_t(b.ids.size()));
+    }
+    return b;
+  };
+  PoolingConfig pc;
+  pc.mean = pc.cls = true;  // two pooled modes: [S, 2d] rows
+  const size_t od = 2 * d;
+  setenv("EMBEDKIT_CUDA_GRAPHS", "0", 1);  // the reference: every batch enqueued op by op
+  cuda::BertEncoder ref_enc(cfg, w, p, 1024);
+  unsetenv("EMBEDKIT_CUDA_GRAPHS");
+  cuda::BertEncoder enc(cfg, w, p, 1024);
+  for (int round = 0; round < 4; ++round) {  // new inputs each round, same shapes: graphs replay
+    std::vector<PackedBatch> batches;
+    std::vector<std::vector<float>> want, got;
+    for (size_t k = 0; k < shapes.size(); ++k) {
+      batches.push_back(make(shapes[k], uint32_t(1000 * round + k)));
+      const size_t S = size_t(batches.back().sequences());
+      want.emplace_back(S * od, NAN);
+      got.emplace_back(S * od, NAN);
+      ref_enc.encode(batches.back(), pc, {}, true, want.back().data());
+    }
+    std::vector<cuda::BertEncoder::Ticket> t(batches.size());
+    auto collect = [&](size_t k) {
+      enc.collect(t[k], got[k].data());
+      EXPECT_GT(enc.last_times().forward, 0.f);  // this batch's own events
+    };
+    if (round % 2 == 0) {  // sliding window: batch k submitted before batch k-1 is collected
+      t[0] = enc.submit(batches[0], pc, {}, true);
+      for (size_t k = 1; k < batches.size(); ++k) {
+        t[k] = enc.submit(batches[k], pc, {}, true);
+        EXPECT_EQ(enc.in_flight(), 2);
+        EXPECT_THROW(enc.submit(batches[0], pc, {}, true), Error);  // a third is refused
+        collect(k - 1);
+      }
+      collect(batches.size() - 1);
+    } else {  // pairs, the newer collected first (any order is allowed)
+      for (size_t k = 0; k < batches.size(); k += 2) {
+        t[k] = enc.submit(batches[k], pc, {}, true);
+        if (k + 1 < batches.size()) {
+          t[k + 1] = enc.submit(batches[k + 1], pc, {}, true);
+          collect(k + 1);
+        }
+        collect(k);
+      }
+    }
+    EXPECT_EQ(enc.in_flight(), 0);
+    EXPECT_THROW(enc.collect(t[0], got[0].data()), Error);  // not in flight any more
+    for (size_t k = 0; k < batches.size(); ++k) {
+      float max_diff = 0;
+      for (size_t i = 0; i < want[k].size(); ++i) max_diff = std::max(max_diff, std::fabs(got[k][i] - want[k][i]));
+      EXPECT_LT(max_diff, 1e-5f) << name(p) << " round " << round << " batch " << k;
+    }
   }
 }
 

@@ -4,6 +4,7 @@ cosine >= 0.99999 and max |delta| <= 1e-4. Models: the real all-MiniLM-L6-v2 (me
 random-initialised BERT at bge-small-en-v1.5's config with CLS pooling (regenerated bit-identically
 by tools/make_random_bert.py --seed 0)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,14 +33,15 @@ def random_bert_dir():
     return out
 
 
-def embed(embedkit_bin, model_dir, texts, tmp_path, *extra):
+def embed(embedkit_bin, model_dir, texts, tmp_path, *extra, env=None):
     inp = tmp_path / "texts.jsonl"
     with open(inp, "w", encoding="utf-8") as f:
         for t in texts:
             f.write(json.dumps({"text": t}) + "\n")
     out = tmp_path / "out.npy"
     res = subprocess.run([str(embedkit_bin), "embed", "-m", str(model_dir), "--jsonl", "-i", str(inp), "-f", "npy",
-                          "-o", str(out), *extra], capture_output=True, text=True)
+                          "-o", str(out), *extra], capture_output=True, text=True,
+                         env={**os.environ, **env} if env else None)
     assert res.returncode == 0, res.stderr
     return np.load(out)
 
@@ -66,6 +68,17 @@ def test_cls_pooling_bert_matches_sentence_transformers(embedkit_bin, random_ber
 def test_prompt_name_matches_sentence_transformers(embedkit_bin, random_bert_dir, texts, tmp_path):
     ours = embed(embedkit_bin, random_bert_dir, texts, tmp_path, "--prompt-name", "query")
     compare(ours, np.load(GOLDEN / "random-bert-cls.query.npy"), texts)
+
+
+def test_pipelined_batches_match(embedkit_bin, random_bert_dir, texts, tmp_path):
+    # The batcher's pipelined executor (batch i+1 submitted before batch i is collected: the GPU
+    # default), forced on the CPU with EMBEDKIT_PIPELINE=2, over many small batches with a prompt
+    # that pooling skips: every row where it belongs, equal to the one-batch-at-a-time run.
+    extra = ("--batch-tokens", "512", "--prompt-name", "query")
+    piped = embed(embedkit_bin, random_bert_dir, texts, tmp_path, *extra, env={"EMBEDKIT_PIPELINE": "2"})
+    serial = embed(embedkit_bin, random_bert_dir, texts, tmp_path, *extra, env={"EMBEDKIT_PIPELINE": "1"})
+    compare(piped, np.load(GOLDEN / "random-bert-cls.query.npy"), texts)
+    assert np.array_equal(piped, serial)
 
 
 def test_text_alone_equals_text_in_batch(embedkit_bin, minilm_dir, texts, tmp_path):
