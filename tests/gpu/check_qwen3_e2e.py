@@ -165,6 +165,11 @@ def main():
         for t in texts:
             f.write(json.dumps({"text": t}) + "\n")
         path = f.name
+    # sentence-transformers truncates to max_seq_length (tokenizers keeps room for the EOS the
+    # post-processor appends); the tiny model's 2,048 is shorter than the longest text here.
+    st_cfg = os.path.join(args.model, "sentence_bert_config.json")
+    if os.path.exists(st_cfg) and json.load(open(st_cfg)).get("max_seq_length"):
+        tok.enable_truncation(max_length=int(json.load(open(st_cfg))["max_seq_length"]))
     ref_ids = [tok.encode(t).ids for t in texts]
     ours_ids = cli_tokenize(args.bin, args.model, path)
     if ours_ids is not None:
