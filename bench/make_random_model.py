@@ -22,6 +22,8 @@ PRESETS = {
     # MiniLM's output size with one thin layer: the model's cost is negligible, so a server run on
     # it measures the request path (HTTP, JSON, tokenization, batching) alone.
     "thin": dict(num_hidden_layers=1, hidden_size=384, num_attention_heads=12, intermediate_size=384),
+    # Smaller still (32 dims): a request rate that a 2-core machine's server can sustain under load.
+    "micro": dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=32),
 }
 
 

@@ -177,17 +177,19 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  // While a request is served, a readable socket with nothing to read means the peer closed:
-  // flag it so queued work is dropped. Pipelined bytes (the next request) are left alone.
+  // While a request is served, end of stream on the socket means the peer closed: flag it so
+  // queued work is dropped. A read, not a readiness wait: asio may complete an async_wait at
+  // once (speculatively, right after the request's own bytes were read), and the blocking peek
+  // that followed then held this connection's strand until the client gave up — the response
+  // could never be written. Bytes that do arrive (a pipelined next request) go into buffer_,
+  // where the next read() parses them, and end the watch.
   void watch_client() {
-    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), flag = client_gone_](beast::error_code ec) {
-      if (ec || self->answered_) return;
-      beast::error_code e2;
-      char c;
-      size_t n = self->stream_.socket().receive(net::buffer(&c, 1), tcp::socket::message_peek, e2);
-      if (e2 == net::error::would_block || e2 == net::error::try_again) return;
-      if (n == 0 || e2) flag->store(true);
-    });
+    stream_.socket().async_read_some(
+        buffer_.prepare(4096), [self = shared_from_this(), flag = client_gone_](beast::error_code ec, size_t n) {
+          if (n) self->buffer_.commit(n);
+          if (ec == net::error::operation_aborted || self->answered_) return;
+          if (ec) flag->store(true);  // eof, reset: nobody is waiting for the answer
+        });
   }
 
   void write_error(int status, const std::string& message) {
