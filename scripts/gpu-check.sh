@@ -197,7 +197,8 @@ except Exception as e:
 out = []
 for s in r["scenarios"]:
     for l in s.get("remote_levels", []):
-        out.append(f"c{l['concurrency']}: {l['requests_per_s']:.0f} req/s {l['texts_per_s']:.0f} texts/s p50 {l['latency_ms']['p50']:.2f} p99 {l['latency_ms']['p99']:.2f} err {l['errors']}")
+        errs = "; ".join(f"{e['count']}x {e['message'][:90]}" for e in l.get("error_samples", [])[:2])
+        out.append(f"c{l['concurrency']}: {l['requests_per_s']:.0f} req/s {l['texts_per_s']:.0f} texts/s p50 {l['latency_ms']['p50']:.2f} p99 {l['latency_ms']['p99']:.2f} err {l['errors']}" + (f" [{errs}]" if errs else ""))
 print("; ".join(out))
 PY
 )
