@@ -4,6 +4,8 @@
 #include "cli/serve_command.h"
 
 #include <pthread.h>
+
+#include <algorithm>
 #include <signal.h>
 
 #include <chrono>
@@ -51,7 +53,9 @@ int serve(ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  if (a.http.threads <= 0) a.http.threads = 1;
+  // I/O threads: parsing, small requests' tokenization and small answers' formatting run there
+  // (see service.cpp); half the cores, at most 8, leave the rest to the tokenizer pool.
+  if (a.http.threads <= 0) a.http.threads = int(std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u));
   if (a.service.tokenization_workers <= 0)
     a.service.tokenization_workers = int(std::max(1u, std::thread::hardware_concurrency()));
   a.http.read_timeout = std::chrono::milliseconds(int64_t(a.read_timeout_s * 1000));
@@ -120,6 +124,7 @@ void add_serve_command(CLI::App& app, std::function<int()>& run) {
   auto a = std::make_shared<ServeArgs>();
   a->service.max_concurrent_inputs = 8192;
   a->service.tokenization_workers = 0;
+  a->http.threads = 0;
   cmd->add_option("-m,--model", a->model.model,
                   "Model directory, or hub id resolved offline from EmbedKit's store and the HF cache")
       ->capture_default_str();
@@ -154,7 +159,8 @@ void add_serve_command(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--tokenization-workers", a->service.tokenization_workers,
                   "Threads that tokenize and format responses (0 = one per core)")
       ->capture_default_str();
-  cmd->add_option("--http-threads", a->http.threads, "Threads for HTTP I/O")->capture_default_str();
+  cmd->add_option("--http-threads", a->http.threads, "Threads for HTTP I/O (0 = half the cores, at most 8)")
+      ->capture_default_str();
   cmd->add_option("--log-format", a->log_format, "text | json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   cmd->add_option("--log-level", a->log_level, "info (a line per request) | warn")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
