@@ -220,6 +220,15 @@ PY
         ${TORCH_FORMS:+--forms $TORCH_FORMS} ${WORKLOADS:+--workloads $WORKLOADS} 2>&1 | tee "$OUT/torch_$name.log" | grep -v "^    "
       summary+=("$(grep '^|' "$OUT/torch_$name.log")")
       ;;
+    qwen3-tiny)
+      # The tiny-config parity alone (the first part of qwen3-checks).
+      qwen3_model tiny
+      timeout ${QWEN3_E2E_TIMEOUT:-300} python3 tests/gpu/check_qwen3_e2e.py --bin $D/bin/embedkit --bench $D/bin/embedkit_gpu_bench \
+        --model $M/qwen3-tiny --name tiny --texts tests/golden/texts.json --corpus $D/lines.txt --long-texts 1000 \
+        --cpu-texts 400 > "$OUT/qwen3_e2e_tiny.log" 2>&1
+      summary+=("$(sed -n '/^qwen3 e2e/,$p' "$OUT/qwen3_e2e_tiny.log")")
+      [ -n "$(sed -n '/^qwen3 e2e/p' "$OUT/qwen3_e2e_tiny.log")" ] || summary+=("qwen3 e2e tiny: did not finish (timeout or crash; see qwen3_e2e_tiny.log)")
+      ;;
     qwen3-checks)
       # Qwen3 op tests (decoder ops vs the fp32 CPU ops; BERT's attention tests too, since the flash
       # kernel gained a KV-head count), then end-to-end parity vs transformers fp32.
