@@ -184,7 +184,9 @@ for l in sys.stdin:
           for bs in ${SERVE_BATCHES:-1 32}; do
             n=$(( ${SERVE_REQS:-60000} / bs )); [ $n -lt 4096 ] && n=4096
             cpu0=$(awk '{print $14+$15}' /proc/$spid/stat); t0=$(date +%s.%N)
-            timeout ${SERVE_CPP_TIMEOUT:-90} $D/bin/embedkit bench latency --url http://127.0.0.1:18081 -m $M/$mname --corpus short \
+            # (client CPU seconds from getrusage of the child, printed after it)
+            python3 -c 'import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); r = resource.getrusage(resource.RUSAGE_CHILDREN); open("/tmp/client_cpu", "w").write("%.1f" % (r.ru_utime + r.ru_stime)); sys.exit(rc)' \
+              timeout ${SERVE_CPP_TIMEOUT:-90} $D/bin/embedkit bench latency --url http://127.0.0.1:18081 -m $M/$mname --corpus short \
               --batch-size $bs --concurrency ${SERVE_CONC:-64,256,1024} --iterations $n --warmup 20 --no-local-tokens --no-progress -q --timeout 20 \
               -o "$OUT/servecpp_${mname}_h${ht}_b$bs" > "$OUT/servecpp_${mname}_h${ht}_b$bs.log" 2>&1
             rc=$?; cpu1=$(awk '{print $14+$15}' /proc/$spid/stat); t1=$(date +%s.%N)
@@ -202,7 +204,7 @@ for s in r["scenarios"]:
 print("; ".join(out))
 PY
 )
-            srv=$(python3 -c "print(f'{($cpu1-$cpu0)/100:.1f} server CPU-s over {$t1-$t0:.1f} s')")
+            srv=$(python3 -c "print(f'{($cpu1-$cpu0)/100:.1f} server CPU-s, $(cat /tmp/client_cpu) client CPU-s over {$t1-$t0:.1f} s')")
             echo "serve-cpp $mname http-threads $ht batch $bs (rc $rc): $line; $srv"
             [ $rc = 0 ] || { tail -5 "$OUT/servecpp_${mname}_h${ht}_b$bs.log"; grep -v "^INFO" "$OUT/servecpp_${mname}_$ht.log" | tail -5; }
             summary+=("serve-cpp $mname http-threads $ht batch $bs (rc $rc): $line; $srv")
