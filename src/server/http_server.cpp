@@ -50,12 +50,23 @@ class Session;
 struct HttpServer::Impl {
   HttpServerOptions opt;
   Handler handler;
+  // One io_context per I/O thread, each run by its own thread, connections dealt round-robin:
+  // one io_context shared by N threads serializes them on its one reactor (only one thread at a
+  // time waits in epoll) and its one queue lock, which capped single-text requests near 40k/s
+  // on 16 cores. ioc (the first) also holds the acceptor; a session lives on one context only,
+  // so its handlers never run concurrently (the per-context thread is the strand).
   net::io_context ioc;
+  std::vector<std::unique_ptr<net::io_context>> more_ioc;  // threads − 1 further contexts
+  std::atomic<size_t> next_ioc{0};
+  net::io_context& context_for_next_connection() {
+    const size_t k = next_ioc++ % (more_ioc.size() + 1);
+    return k == 0 ? ioc : *more_ioc[k - 1];
+  }
   tcp::acceptor acceptor{ioc};
   net::steady_timer accept_retry{ioc};  // out of descriptors: accept again after a pause
   std::atomic<int64_t> accept_failures{0};
   std::vector<std::thread> threads;
-  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> work;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -243,7 +254,7 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 void HttpServer::Impl::accept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+  acceptor.async_accept(context_for_next_connection().get_executor(), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
     if (!ec) {
       socket.set_option(tcp::no_delay(true), ec);
@@ -283,9 +294,13 @@ void HttpServer::start() {
   if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec)
     throw Error("cannot listen on " + s.opt.host + ":" + std::to_string(s.opt.port) + ": " + ec.message());
-  s.work.emplace(s.ioc.get_executor());
+  const int n = std::max(1, s.opt.threads);
+  for (int i = 1; i < n; ++i) s.more_ioc.push_back(std::make_unique<net::io_context>(1));
+  s.work.push_back(net::make_work_guard(s.ioc));
+  for (auto& c : s.more_ioc) s.work.push_back(net::make_work_guard(*c));
   s.accept();
-  for (int i = 0; i < std::max(1, s.opt.threads); ++i) s.threads.emplace_back([&s] { s.ioc.run(); });
+  s.threads.emplace_back([&s] { s.ioc.run(); });
+  for (auto& c : s.more_ioc) s.threads.emplace_back([c = c.get()] { c->run(); });
 }
 
 uint16_t HttpServer::port() const {
@@ -317,10 +332,12 @@ void HttpServer::drain(std::chrono::milliseconds grace) {
 
 void HttpServer::stop() {
   auto& s = *impl_;
-  s.work.reset();
+  s.work.clear();
   s.ioc.stop();
+  for (auto& c : s.more_ioc) c->stop();
   for (auto& t : s.threads) t.join();
   s.threads.clear();
+  s.more_ioc.clear();
 }
 
 size_t HttpServer::open_connections() const {
