@@ -200,7 +200,10 @@ out = []
 for s in r["scenarios"]:
     for l in s.get("remote_levels", []):
         errs = "; ".join(f"{e['count']}x {e['message'][:90]}" for e in l.get("error_samples", [])[:2])
-        out.append(f"c{l['concurrency']}: {l['requests_per_s']:.0f} req/s {l['texts_per_s']:.0f} texts/s p50 {l['latency_ms']['p50']:.2f} p99 {l['latency_ms']['p99']:.2f} err {l['errors']}" + (f" [{errs}]" if errs else ""))
+        sm = l.get("server_metrics", {})
+        srv = (f" (server means ms: tokenize {sm['tokenization_mean_ms']:.2f} queue {sm['queue_mean_ms']:.2f} inference {sm['inference_mean_ms']:.2f} request {sm['request_mean_ms']:.2f}; client mean {l['latency_ms']['mean']:.2f})"
+               if sm.get("available") and "request_mean_ms" in sm else "")
+        out.append(f"c{l['concurrency']}: {l['requests_per_s']:.0f} req/s {l['texts_per_s']:.0f} texts/s p50 {l['latency_ms']['p50']:.2f} p99 {l['latency_ms']['p99']:.2f} err {l['errors']}" + (f" [{errs}]" if errs else "") + srv)
 print("; ".join(out))
 PY
 )
