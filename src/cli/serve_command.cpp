@@ -80,6 +80,7 @@ int serve(ServeArgs& a) {
   bo.max_batch_requests = a.max_batch_requests;
   bo.max_wait = std::chrono::microseconds(int64_t(a.max_wait_ms * 1000));
   bo.max_inputs = a.service.max_concurrent_inputs;
+  bo.deliver = [&service](std::function<void()> fn) { service.post(std::move(fn)); };
   server::Metrics& m = service.metrics();
   Batcher batcher(engine, bo, [&m](size_t inputs, size_t tokens, double s) {
     m.batch_inference_count++;

@@ -237,8 +237,20 @@ void Batcher::executor_loop() {
     // The batch observer first: a job's on_done may end its owner's wait (Embedder::embed returns,
     // its observer and the timings it fills go away), so the batch must be accounted before.
     if (on_batch_) on_batch_(n, batch.tokens, secs);
-    for (auto& j : done)
-      if (j->on_done) j->on_done(j);
+    if (opt_.deliver) {
+      constexpr size_t kJobsPerTask = 8;
+      for (size_t i = 0; i < done.size(); i += kJobsPerTask) {
+        auto chunk = std::make_shared<std::vector<std::shared_ptr<EmbedJob>>>(
+            done.begin() + ptrdiff_t(i), done.begin() + ptrdiff_t(std::min(done.size(), i + kJobsPerTask)));
+        opt_.deliver([chunk] {
+          for (auto& j : *chunk)
+            if (j->on_done) j->on_done(j);
+        });
+      }
+    } else {
+      for (auto& j : done)
+        if (j->on_done) j->on_done(j);
+    }
     done.clear();  // a finished job must not outlive its answer (it holds the connection)
     r = Running{};  // drop job references before waiting again
     lock.lock();

@@ -36,6 +36,11 @@ struct BatcherOptions {
   size_t max_batch_requests = 0;      // inputs per batch; 0 = no limit
   std::chrono::microseconds max_wait{0};  // how long a partial batch may wait for more inputs
   size_t max_inputs = 0;              // inputs queued or running at once; 0 = no limit
+  // Where jobs' on_done callbacks run. Empty: on the executor thread, one after another. Set (the
+  // server passes its worker pool): the executor hands them over a few jobs per task, so a batch
+  // of hundreds of single-text requests costs the executor a few dozen hand-overs instead of
+  // hundreds (each a lock and a thread wake-up), and the device is fed again sooner.
+  std::function<void(std::function<void()>)> deliver;
 };
 
 // One request's inputs and where their embeddings go.
@@ -49,8 +54,9 @@ struct EmbedJob {
   std::atomic<bool> cancelled{false};
   std::shared_ptr<std::atomic<bool>> client_gone;  // set by the server when the client leaves
   bool dropped() const { return cancelled.load(std::memory_order_relaxed) || (client_gone && client_gone->load()); }
-  // Called once, from the executor thread, when every input is done (or the job failed: error
-  // non-empty). Keep it short: hand the job to another thread for formatting.
+  // Called once when every input is done (or the job failed: error non-empty): from the executor
+  // thread (keep it short: hand the job to another thread for formatting), or through
+  // BatcherOptions::deliver when set.
   std::function<void(const std::shared_ptr<EmbedJob>&)> on_done;
   std::string error;
 

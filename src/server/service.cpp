@@ -72,6 +72,7 @@ struct EmbeddingService::Impl {
   boost::asio::thread_pool pool;
   std::atomic<EmbeddingEngine*> engine{nullptr};
   Batcher* batcher = nullptr;
+  bool done_on_pool = false;  // the batcher delivers finished jobs on our pool (BatcherOptions::deliver)
   std::unique_ptr<TokenDecoder> decoder;
   std::string compute_type;
 
@@ -253,8 +254,9 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
     }
     c->tokenize_s = secs(t0, Clock::now());
     job->on_done = [this, c, spec](const std::shared_ptr<EmbedJob>& j) {
-      // Formatting (floats to text) runs on the pool, not on the model's executor thread.
-      on_pool(c, [this, c, spec, j] {
+      // Formatting (floats to text) runs on the pool, not on the model's executor thread: here
+      // already when the batcher delivers on the pool, else one hop there.
+      auto format = [this, c, spec, j] {
         c->queue_s = j->first_batch_start > j->enqueued ? secs(j->enqueued, j->first_batch_start) : 0;
         c->inference_s = j->inference_s;
         if (!j->error.empty()) {
@@ -303,7 +305,18 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
           body += ']';
         }
         succeed(c, std::move(body));
-      });
+      };
+      if (done_on_pool) {
+        try {
+          format();
+        } catch (const ApiError& e) {
+          fail(c, e);
+        } catch (const std::exception& e) {
+          fail(c, {500, std::string("internal error: ") + e.what(), Metrics::Backend});
+        }
+      } else {
+        on_pool(c, std::move(format));
+      }
     };
     if (!batcher->submit(job))
       throw ApiError{429, "model is overloaded: too many inputs in flight (--max-concurrent-inputs " +
@@ -407,8 +420,11 @@ EmbeddingService::~EmbeddingService() { join_workers(); }
 
 void EmbeddingService::join_workers() { impl_->pool.join(); }
 
+void EmbeddingService::post(std::function<void()> fn) { boost::asio::post(impl_->pool, std::move(fn)); }
+
 void EmbeddingService::attach(EmbeddingEngine& engine, Batcher& batcher) {
   impl_->batcher = &batcher;
+  impl_->done_on_pool = bool(batcher.options().deliver);
   impl_->compute_type = engine.on_gpu() ? "gpu+optimized" : "cpu";
   try {
     impl_->decoder = std::make_unique<TokenDecoder>(engine.files().transformer_dir + "/tokenizer.json", engine.tokenizer());

@@ -47,6 +47,9 @@ class EmbeddingService {
   Metrics& metrics() { return metrics_; }
   // Waits for the tokenization/formatting pool to finish queued work (shutdown).
   void join_workers();
+  // Runs fn on the tokenization/formatting pool: pass it as BatcherOptions::deliver, so finished
+  // jobs reach the service on the pool (where their answers are formatted) in a few hand-overs.
+  void post(std::function<void()> fn);
 
   struct Impl;
 
