@@ -19,7 +19,6 @@ the measured bf16 GEMM ceiling.
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -37,6 +36,8 @@ WORKLOADS = {  # name: (sequences, min length, max length, torch batch sizes, em
 LATENCY_QUERY = "What is the capital city of France, and how many people live there?"
 
 
+from gpu_vs_pytorch import write_ids  # noqa: E402  (the ids file format embedkit_gpu_bench reads)
+
 def log(msg):
     print(msg, flush=True)
 
@@ -45,14 +46,6 @@ def make_ids(n, lo, hi, seed):
     rng = np.random.default_rng(seed)
     lens = rng.integers(lo, hi + 1, size=n)
     return [np.concatenate([rng.integers(0, EOS, size=int(L) - 1), [EOS]]).astype(np.int32) for L in lens]
-
-
-def write_ids(path, seqs):
-    with open(path, "wb") as f:
-        f.write(struct.pack("<i", len(seqs)))
-        for s in seqs:
-            f.write(struct.pack("<i", len(s)))
-            f.write(s.astype("<i4").tobytes())
 
 
 def total_flops(cfg, seqs):
