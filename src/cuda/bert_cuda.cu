@@ -90,7 +90,7 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 // 1: 26.3 / 97.2; 2: 29.7 / 124.8; and before lazy rescaling and unrolled copies, 3 (the previous
 // 64-row shape): 29.4 / 109.0, 4: 31.0 / 125.4. Dropped after that first sweep: 128-key tiles
 // (40.4 / 115.9), 2 K/V stages (same as 3), half the exponentials polynomial (33.9 / 130.5).
-// Head dim 128 has one shape.
+// Head dim 128: see Shapes128 below.
 constexpr int kLongShapesCount = 5;
 static int testing_shape_override = -1;
 namespace testing {
@@ -111,7 +111,37 @@ using LongShapes = std::tuple<FlashShape<DH, 4, 2, 64, 3, 0, DH == 32 ? 3 : 2>, 
                               FlashShape<DH, 8, 1, 64, 3, 0>,                    // 2: as 1, no register cap
                               FlashShape<DH, 4, 1, 64, 2, 0>,                    // 3: 64 rows, 2 stages
                               FlashShape<DH, 8, 1, 64, 3, 4>>;                   // 4: as 2, 1/4 of exps polynomial
-using Shape128 = FlashShape<128, 4, 1, 64, 2, 0>;
+// Head dim 128 (Qwen3): EMBEDKIT_ATTN_SHAPE128=i picks one, for measuring; 0 is the default.
+using Shapes128 = std::tuple<FlashShape<128, 4, 1, 64, 2, 0>,      // 0: 64 rows, 64-key tiles, 2 stages
+                             FlashShape<128, 8, 1, 64, 2, 0>,      // 1: 128 rows as 8 warps (K/V reuse ×2)
+                             FlashShape<128, 4, 1, 32, 3, 0, 3>,   // 2: 64 rows, 32-key tiles, 3 stages
+                             FlashShape<128, 8, 1, 32, 3, 0>>;     // 3: 128 rows, 32-key tiles, 3 stages
+constexpr int kShapes128 = int(std::tuple_size_v<Shapes128>);
+int selected_shape128() {
+  static const int chosen = [] {
+    const char* e = std::getenv("EMBEDKIT_ATTN_SHAPE128");
+    const int i = e ? std::atoi(e) : 0;
+    if (i < 0 || i >= kShapes128)
+      throw Error("EMBEDKIT_ATTN_SHAPE128=" + std::string(e) + ": expected 0.." + std::to_string(kShapes128 - 1));
+    return i;
+  }();
+  return chosen;
+}
+template <size_t... I>
+int rows128(int i, std::index_sequence<I...>) {
+  int rows = 0;
+  ((int(I) == i ? (rows = std::tuple_element_t<I, Shapes128>::rows, 0) : 0), ...);
+  return rows;
+}
+template <typename T, size_t... I>
+void launch128(int i, std::index_sequence<I...>, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
+               int KV, float scale_log2, bool causal, T* out, cudaStream_t stream) {
+  ((int(I) == i ? (launch_flash<T, std::tuple_element_t<I, Shapes128>>(qkv, cu, tiles, n_tiles, H, KV, scale_log2,
+                                                                       causal, out, stream),
+                   0)
+                : 0),
+   ...);
+}
 constexpr int kLongShapes = kLongShapesCount;
 constexpr int kDefaultLongShape = 0;
 static_assert(std::tuple_size_v<LongShapes<32>> == kLongShapes);
@@ -150,7 +180,7 @@ int attention_tile_rows(int max_len, int dh) {
   switch (dh) {
     case 32: return long_rows<32>(selected_long_shape(), all);
     case 64: return long_rows<64>(selected_long_shape(), all);
-    case 128: return Shape128::rows;
+    case 128: return rows128(selected_shape128(), std::make_index_sequence<kShapes128>());
     default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
   }
 }
@@ -174,7 +204,8 @@ void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const 
       break;
     case 128:
       if (short_tiles) launch_flash<T, ShortShape<128>>(qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
-      else launch_flash<T, Shape128>(qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);
+      else launch128<T>(selected_shape128(), std::make_index_sequence<kShapes128>(), qkv, cu, tiles, n_tiles, H, KV,
+                        scale_log2, causal, out, stream);
       break;
     default: throw Error("CUDA attention: head dim " + std::to_string(dh) + " is not supported (32, 64, 128)");
   }
