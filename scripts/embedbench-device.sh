@@ -7,12 +7,7 @@
 # Here:     scripts/build-device.sh            (fills .device/: binaries, libraries, tokenizer)
 # Device:   bash scripts/embedbench-device.sh  (carry .device; the corpora ship in bench/corpora)
 set -uo pipefail
-cd "$(dirname "$0")/.."
-D=.device
-OUT=${OUT:-/tmp/ek-out}
-mkdir -p "$OUT"
-[ -d $D/lib ] || tar -C $D -xJf $D/lib.tar.xz
-export LD_LIBRARY_PATH="$PWD/$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/device-env.sh"
 B=$D/bin/embedkit
 M=/tmp/ek-models
 mkdir -p $M

@@ -9,12 +9,7 @@
 #                                bash scripts/gpu-check.sh checks pipeline
 # Prints a short summary last; full logs go to $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-D=.device
-OUT=${OUT:-/tmp/ek-out}
-mkdir -p "$OUT"
-[ -d $D/lib ] || tar -C $D -xJf $D/lib.tar.xz
-export LD_LIBRARY_PATH="$PWD/$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/device-env.sh"
 export PYTHONUNBUFFERED=1
 stages=${*:-checks bench-minilm}
 summary=()

@@ -105,3 +105,10 @@ def raw_exchange(port, payload, read_timeout=10.0):
         return b"".join(chunks)
     finally:
         s.close()
+
+
+def cos_rows(a, b):
+    """Row-wise cosine of two [n, d] arrays (float64)."""
+    import numpy as np
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server_util import Server
+from server_util import Server, cos_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 COS_MIN = 0.99999
-
-
-def cos_rows(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def _golden_pairs():
