@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 M=/tmp/ek-models
 mkdir -p $M
 case " $stages " in
-  *" checks "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" torch-"*)
+  *" checks "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" torch-"*|*" ab "*)
     [ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm ;;
 esac
 # Random-initialised Qwen3 models (tools/make_random_qwen3.py, numpy, seed 0) with Qwen3's real
@@ -257,6 +257,35 @@ PY
         ${QWEN3_WORKLOADS:+--workloads $QWEN3_WORKLOADS} 2>&1 | tee "$OUT/qwen3_torch.log"
       summary+=("$(grep '^|' "$OUT/qwen3_torch.log")")
       [ -n "$(grep '^|' "$OUT/qwen3_torch.log")" ] || summary+=("qwen3-torch: no table (timeout or crash; see qwen3_torch.log)")
+      ;;
+    ab)
+      # A/B of environment settings on EmbedKit alone (tokens/s, and per-op ms with profiling):
+      #   AB_MODELS="minilm bge qwen3"  AB_WL="long medium" (qwen3: long512, medium, …)
+      #   AB_SETTINGS="EMBEDKIT_LT_TUNE=0|EMBEDKIT_LT_TUNE=1"  ('|' between settings, spaces within)
+      IFS='|' read -r -a settings <<< "${AB_SETTINGS:-EMBEDKIT_LT_TUNE=0|EMBEDKIT_LT_TUNE=1}"
+      for name in ${AB_MODELS:-minilm bge qwen3}; do
+        if [ $name = qwen3 ]; then qwen3_model 0.6b; mdir=$M/qwen3-0.6b; extra="--dtype bf16"; else
+          [ $name = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }
+          mdir=$M/$name; extra=""; fi
+        for wl in ${AB_WL:-long}; do
+          ids=/tmp/ab_${name}_$wl.bin
+          if [ $name = qwen3 ]; then
+            python3 -c "import sys; sys.path.insert(0, 'bench'); import qwen3_gpu_vs_pytorch as q; w = q.WORKLOADS['$wl']; q.write_ids('$ids', q.make_ids(w[0], w[1], w[2], list(q.WORKLOADS).index('$wl') + 1))"
+          else
+            python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['$wl']; g.write_ids('$ids', g.make_ids(n, lo, hi, {'short': 1, 'medium': 2, 'long': 3}['$wl']))"
+          fi
+          for setting in "${settings[@]}"; do
+            for prof in ${AB_PROF:-0 1}; do
+              r=$(env $setting EMBEDKIT_PROFILE_OPS=$prof timeout 120 $D/bin/embedkit_gpu_bench --model $mdir $extra \
+                  --ids $ids --budgets ${AB_BUDGET:-65536} --reps ${AB_REPS:-3})
+              echo "$r" >> "$OUT/ab.jsonl"
+              line=$(echo "$r" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); m=r['ms']; print(f\"{r['tokens_per_s']/1e6:7.3f}M tok/s  fwd {m['forward']:7.1f}  gemm {m['gemm']:6.1f}  attn {m['attention']:6.1f}  norm {m['layernorm']:5.1f}  act {m['activation']:5.1f}\")" 2>&1)
+              echo "ab $name $wl [$setting] profile $prof: $line"
+              summary+=("ab $name $wl [$setting] profile $prof: $line")
+            done
+          done
+        done
+      done
       ;;
     qwen3-profile)
       # Per-op device time (EMBEDKIT_PROFILE_OPS=1: an event between ops) of EmbedKit alone, per

@@ -35,11 +35,40 @@ namespace embedkit::cuda {
 // ------------------------------------------------------------------ GEMM (cuBLASLt)
 // Row-major y[T, n_out] = x[T, n_in] · W[n_out, n_in]ᵀ (+ bias[n_out], epilogue), in cuBLASLt's
 // column-major terms: yᵀ[n_out, T] = op(Wᵀ as [n_in, n_out])ᵀ · xᵀ[n_in, T]; the bias runs along
-// n_out. `algos` (optional) keeps one heuristic answer per exact shape, so repeated shapes and
-// graph captures skip the heuristic. With `residual` (row-major [T, n_out], may be y itself:
-// cuBLASLt computes in place when C and D share pointer and layout), y = x·Wᵀ + bias + residual
-// (beta = 1): the residual add of a transformer block rides in the GEMM epilogue.
-using LtAlgoCache = std::map<std::tuple<int, int, int, int, int, int>, cublasLtMatmulAlgo_t>;
+// n_out. With `residual` (row-major [T, n_out], may be y itself: cuBLASLt computes in place when C
+// and D share pointer and layout), y = x·Wᵀ + bias + residual (beta = 1): the residual add of a
+// transformer block rides in the GEMM epilogue.
+//
+// `algos` (optional) keeps one algorithm per exact shape, so repeated shapes and graph captures
+// skip the heuristic. For big GEMMs (T ≥ kLtTuneMinTokens, outside stream capture) the choice is
+// timed once per size class instead of taken on trust (cuBLASLt's ranking is a model, not a
+// measurement): the heuristic's first kLtTuneCandidates answers each run kLtTuneReps times on the
+// real operands (into the output, or into scratch when the residual is y itself), and the fastest
+// serves every T of that class (T rounded up to 1, 1.25, 1.5 or 1.75 × a power of two) that
+// cuBLASLt accepts it for (cublasLtMatmulAlgoCheck). EMBEDKIT_LT_TUNE=0 turns the timing off;
+// EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer for every shape (for measuring).
+struct LtAlgoCache {
+  using Key = std::tuple<int, int, int, int, int, int>;  // n_in, n_out, T (or size class), dtype, epilogue, residual kind
+  std::map<Key, cublasLtMatmulAlgo_t> exact, tuned;
+};
+constexpr int kLtTuneMinTokens = 4096, kLtTuneCandidates = 8, kLtTuneReps = 3;
+
+// Smallest 1, 1.25, 1.5 or 1.75 × 2^k that is ≥ T.
+inline int lt_size_class(int T) {
+  int p = 1;
+  while (p * 2 <= T) p *= 2;
+  for (int q = 4; q <= 8; ++q)
+    if (p / 4 * q >= T) return p / 4 * q;
+  return 2 * p;
+}
+
+inline bool lt_tuning_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("EMBEDKIT_LT_TUNE");
+    return !(e && std::string(e) == "0") && !std::getenv("EMBEDKIT_LT_ALGO");
+  }();
+  return on;
+}
 
 inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int T, int n_in, const void* W,
                       const void* bias, int n_out, void* y, cublasLtEpilogue_t epi, void* ws, size_t ws_bytes,
@@ -55,34 +84,86 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
   EK_CUBLAS(cublasLtMatrixLayoutCreate(&la, dt, n_in, n_out, n_in));
   EK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, dt, n_in, T, n_in));
   EK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, dt, n_out, T, n_out));
-  const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi), residual ? (residual == y ? 2 : 1) : 0);
+  const int res_kind = residual ? (residual == y ? 2 : 1) : 0;
+  const float one = 1.f, zero = 0.f;
+  const void* c_ptr = residual ? residual : y;
+  const float* beta = residual ? &one : &zero;
+  auto run = [&](const cublasLtMatmulAlgo_t* a, void* out) {
+    return cublasLtMatmul(lt, op, &one, W, la, x, lb, beta, c_ptr, lc, out, lc, a, ws, ws_bytes, stream);
+  };
+  auto heuristic = [&](int n, cublasLtMatmulHeuristicResult_t* res) {
+    cublasLtMatmulPreference_t pref;
+    EK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    EK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                   sizeof ws_bytes));
+    int found = 0;
+    EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, n, res, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found == 0)
+      throw Error("cuBLASLt found no algorithm for a " + std::to_string(T) + "x" + std::to_string(n_in) + "x" +
+                  std::to_string(n_out) + " GEMM");
+    return found;
+  };
+  // Times the heuristic's first answers at this T and returns the fastest.
+  auto tune = [&]() {
+    cublasLtMatmulHeuristicResult_t res[kLtTuneCandidates];
+    const int found = heuristic(kLtTuneCandidates, res);
+    if (found == 1) return res[0].algo;
+    void* out = y;
+    const size_t out_bytes = size_t(T) * size_t(n_out) * (dt == CUDA_R_32F ? 4 : 2);
+    if (res_kind == 2) EK_CUDA(cudaMallocAsync(&out, out_bytes, stream));  // y is the residual: keep it
+    cudaEvent_t ev[2];
+    EK_CUDA(cudaEventCreate(&ev[0]));
+    EK_CUDA(cudaEventCreate(&ev[1]));
+    int best = 0;
+    float best_ms = 1e30f;
+    for (int i = 0; i < found; ++i) {
+      if (run(&res[i].algo, out) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; skip what fails
+      EK_CUDA(cudaEventRecord(ev[0], stream));
+      for (int r = 0; r < kLtTuneReps; ++r) EK_CUBLAS(run(&res[i].algo, out));
+      EK_CUDA(cudaEventRecord(ev[1], stream));
+      EK_CUDA(cudaEventSynchronize(ev[1]));
+      float ms = 0.f;
+      EK_CUDA(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+      if (ms < best_ms) best_ms = ms, best = i;
+    }
+    cudaEventDestroy(ev[0]);
+    cudaEventDestroy(ev[1]);
+    if (res_kind == 2) EK_CUDA(cudaFreeAsync(out, stream));
+    return res[best].algo;
+  };
   const cublasLtMatmulAlgo_t* algo = nullptr;
   if (algos) {
-    auto it = algos->find(key);
-    if (it == algos->end()) {
-      cublasLtMatmulPreference_t pref;
-      EK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-      EK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                                     sizeof ws_bytes));
-      // EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer instead of its first (for measuring).
-      static const int pick = [] {
-        const char* e = std::getenv("EMBEDKIT_LT_ALGO");
-        return e ? std::max(0, std::min(7, std::atoi(e))) : 0;
-      }();
-      cublasLtMatmulHeuristicResult_t res[8];
-      int found = 0;
-      EK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, pick + 1, res, &found));
-      cublasLtMatmulPreferenceDestroy(pref);
-      if (found == 0)
-        throw Error("cuBLASLt found no algorithm for a " + std::to_string(T) + "x" + std::to_string(n_in) + "x" +
-                    std::to_string(n_out) + " GEMM");
-      it = algos->emplace(key, res[std::min(pick, found - 1)].algo).first;
+    const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi), res_kind);
+    auto it = algos->exact.find(key);
+    if (it == algos->exact.end()) {
+      cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+      EK_CUDA(cudaStreamIsCapturing(stream, &capturing));
+      cublasLtMatmulAlgo_t chosen{};
+      bool have = false;
+      if (lt_tuning_enabled() && T >= kLtTuneMinTokens && capturing == cudaStreamCaptureStatusNone) {
+        const auto ckey = std::make_tuple(n_in, n_out, lt_size_class(T), int(dt), int(epi), res_kind);
+        auto ct = algos->tuned.find(ckey);
+        if (ct == algos->tuned.end()) ct = algos->tuned.emplace(ckey, tune()).first;
+        cublasLtMatmulHeuristicResult_t check{};
+        have = cublasLtMatmulAlgoCheck(lt, op, la, lb, lc, lc, &ct->second, &check) == CUBLAS_STATUS_SUCCESS &&
+               check.workspaceSize <= ws_bytes;
+        if (have) chosen = ct->second;
+      }
+      if (!have) {
+        static const int pick = [] {
+          const char* e = std::getenv("EMBEDKIT_LT_ALGO");
+          return e ? std::max(0, std::min(7, std::atoi(e))) : 0;
+        }();
+        cublasLtMatmulHeuristicResult_t res[8];
+        const int found = heuristic(pick + 1, res);
+        chosen = res[std::min(pick, found - 1)].algo;
+      }
+      it = algos->exact.emplace(key, chosen).first;
     }
     algo = &it->second;
   }
-  const float one = 1.f, zero = 0.f;
-  EK_CUBLAS(cublasLtMatmul(lt, op, &one, W, la, x, lb, residual ? &one : &zero, residual ? residual : y, lc, y, lc, algo,
-                           ws, ws_bytes, stream));
+  EK_CUBLAS(run(algo, y));
   cublasLtMatrixLayoutDestroy(la);
   cublasLtMatrixLayoutDestroy(lb);
   cublasLtMatrixLayoutDestroy(lc);
@@ -477,7 +558,9 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
     const int k0 = it * KB;
     const T* Ks = KV + 2 * (it % STAGES) * KB * ld;
     const T* Vs = Ks + KB * ld;
-    if (!warp_active) continue;
+    // Causal: a warp whose last query row precedes every key of this tile has nothing to add
+    // (warps of the CTA's first rows skip the last tile of the diagonal).
+    if (!warp_active || (causal && k0 > w0 + WR - 1)) continue;
     // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
     float s[MT][KB / 8][4];
 #pragma unroll

@@ -234,10 +234,12 @@ TEST_P(CudaOps, Qwen3AddRmsNorm) {
 
 // Per-head q/k RMSNorm + RoPE (rotate_half convention, θ from config) in place on qkv; V must be
 // left as it was. Positions up to 32,767 (the model's whole range), ragged, restarting per sequence.
+// Head dims 32…256 take the 16-byte kernel; 48 takes the scalar one.
 TEST_P(CudaOps, Qwen3QkNormRope) {
   const Precision p = GetParam();
   struct Case { int H, KV, dh; double theta; };
-  for (const Case& c : {Case{16, 8, 128, 1e6}, Case{4, 2, 32, 1e6}, Case{8, 2, 64, 1e4}}) {
+  for (const Case& c : {Case{16, 8, 128, 1e6}, Case{4, 2, 32, 1e6}, Case{8, 2, 64, 1e4}, Case{4, 1, 256, 1e6},
+                        Case{4, 2, 48, 1e6}}) {
     std::mt19937 rng(uint32_t(40 + c.dh));
     std::vector<int32_t> pos;
     for (int len : {1, 7, 300}) for (int i = 0; i < len; ++i) pos.push_back(i);
