@@ -45,7 +45,7 @@ namespace embedkit::cuda {
 // measurement): the heuristic's first kLtTuneCandidates answers each run kLtTuneReps times on the
 // real operands (into the output, or into scratch when the residual is y itself), and the fastest
 // serves every T of that class (T rounded up to 1, 1.25, 1.5 or 1.75 × a power of two) that
-// cuBLASLt accepts it for (cublasLtMatmulAlgoCheck). EMBEDKIT_LT_TUNE=0 turns the timing off;
+// cuBLASLt accepts it for (cublasLtMatmulAlgoCheck). EMBEDKIT_LT_TUNE=0 turns the timing off (=n: n candidates);
 // EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer for every shape (for measuring).
 struct LtAlgoCache {
   using Key = std::tuple<int, int, int, int, int, int>;  // n_in, n_out, T (or size class), dtype, epilogue, residual kind
@@ -62,12 +62,16 @@ inline int lt_size_class(int T) {
   return 2 * p;
 }
 
-inline bool lt_tuning_enabled() {
-  static const bool on = [] {
+// Candidates timed per size class: kLtTuneCandidates, EMBEDKIT_LT_TUNE=n (2…32) for measuring, 0 = off.
+inline int lt_tune_candidates() {
+  static const int n = [] {
+    if (std::getenv("EMBEDKIT_LT_ALGO")) return 0;
     const char* e = std::getenv("EMBEDKIT_LT_TUNE");
-    return !(e && std::string(e) == "0") && !std::getenv("EMBEDKIT_LT_ALGO");
+    if (!e) return kLtTuneCandidates;
+    const int v = std::atoi(e);
+    return v <= 0 ? 0 : std::max(2, std::min(32, v));
   }();
-  return on;
+  return n;
 }
 
 inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int T, int n_in, const void* W,
@@ -106,8 +110,8 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
   };
   // Times the heuristic's first answers at this T and returns the fastest.
   auto tune = [&]() {
-    cublasLtMatmulHeuristicResult_t res[kLtTuneCandidates];
-    const int found = heuristic(kLtTuneCandidates, res);
+    cublasLtMatmulHeuristicResult_t res[32];
+    const int found = heuristic(lt_tune_candidates(), res);
     if (found == 1) return res[0].algo;
     void* out = y;
     const size_t out_bytes = size_t(T) * size_t(n_out) * (dt == CUDA_R_32F ? 4 : 2);
@@ -141,7 +145,7 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
       EK_CUDA(cudaStreamIsCapturing(stream, &capturing));
       cublasLtMatmulAlgo_t chosen{};
       bool have = false;
-      if (lt_tuning_enabled() && T >= kLtTuneMinTokens && capturing == cudaStreamCaptureStatusNone) {
+      if (lt_tune_candidates() > 0 && T >= kLtTuneMinTokens && capturing == cudaStreamCaptureStatusNone) {
         const auto ckey = std::make_tuple(n_in, n_out, lt_size_class(T), int(dt), int(epi), res_kind);
         auto ct = algos->tuned.find(ckey);
         if (ct == algos->tuned.end()) ct = algos->tuned.emplace(ckey, tune()).first;
