@@ -1,6 +1,7 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 
@@ -254,6 +255,9 @@ class WordPiece final : public TokenModel {
   int32_t unk_id = 0;
   std::string prefix = "##";
   size_t max_chars = 100;
+  // Bytes of the longest vocabulary entry: a longer candidate cannot match, so the longest-match
+  // loop skips it without hashing (a long word used to cost a miss per extra character).
+  size_t max_token_bytes = SIZE_MAX;
 
   void tokenize(const NormalizedText& t, uint32_t begin, uint32_t end, Encoding& out) const override {
     size_t n = end - begin;
@@ -276,12 +280,15 @@ class WordPiece final : public TokenModel {
     while (start < n) {
       size_t stop = n;
       int32_t found = -1;
+      const size_t prefix_bytes = start > 0 ? prefix.size() : 0;
       while (stop > start) {
-        cand.clear();
-        if (start > 0) cand += prefix;
-        cand.append(word, pos[start], pos[stop] - pos[start]);
-        auto it = vocab.find(std::string_view(cand));
-        if (it != vocab.end()) { found = it->second; break; }
+        if (prefix_bytes + (pos[stop] - pos[start]) <= max_token_bytes) {
+          cand.clear();
+          if (start > 0) cand += prefix;
+          cand.append(word, pos[start], pos[stop] - pos[start]);
+          auto it = vocab.find(std::string_view(cand));
+          if (it != vocab.end()) { found = it->second; break; }
+        }
         --stop;
       }
       if (found < 0) {
@@ -308,6 +315,8 @@ std::unique_ptr<TokenModel> parse_wordpiece(const Element& model, const std::str
   }
   auto wp = std::make_unique<WordPiece>();
   wp->vocab = vocab_out;
+  wp->max_token_bytes = 0;
+  for (const auto& [k, v] : wp->vocab) wp->max_token_bytes = std::max(wp->max_token_bytes, k.size());
   std::string unk = json::opt_string(model, "unk_token", what + ": model").value_or("[UNK]");
   wp->prefix = json::opt_string(model, "continuing_subword_prefix", what + ": model").value_or("##");
   auto mc = json::opt_int(model, "max_input_chars_per_word", what + ": model").value_or(100);
