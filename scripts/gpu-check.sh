@@ -172,7 +172,10 @@ for l in sys.stdin:
           > "$OUT/servecpp_offline_$mname.log" 2>&1
         summary+=("serve-cpp $mname offline short×50: $(grep -E 'embed total' "$OUT/servecpp_offline_$mname.log" | tr -s ' ')")
         for ht in ${SERVE_HTTP_THREADS_LIST:-4 8}; do
-          $D/bin/embedkit serve -m $M/$mname --device cuda --port 18081 --log-level warn --http-threads $ht \
+          # SERVE_SERVER_CPUS / SERVE_CLIENT_CPUS (taskset lists, e.g. 0-9 and 10-15): server and load
+          # generator on disjoint cores, as if the client ran elsewhere (the server sizes its pools
+          # from its affinity mask).
+          ${SERVE_SERVER_CPUS:+taskset -c $SERVE_SERVER_CPUS} $D/bin/embedkit serve -m $M/$mname --device cuda --port 18081 --log-level warn --http-threads $ht \
             > "$OUT/servecpp_${mname}_$ht.log" 2>&1 &
           spid=$!
           for _ in $(seq 300); do curl -sf localhost:18081/health >/dev/null && break; sleep 0.1; done
@@ -181,7 +184,7 @@ for l in sys.stdin:
             cpu0=$(awk '{print $14+$15}' /proc/$spid/stat); t0=$(date +%s.%N)
             # (client CPU seconds from getrusage of the child, printed after it)
             python3 -c 'import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); r = resource.getrusage(resource.RUSAGE_CHILDREN); open("/tmp/client_cpu", "w").write("%.1f" % (r.ru_utime + r.ru_stime)); sys.exit(rc)' \
-              timeout ${SERVE_CPP_TIMEOUT:-90} $D/bin/embedkit bench latency --url http://127.0.0.1:18081 -m $M/$mname --corpus short \
+              ${SERVE_CLIENT_CPUS:+taskset -c $SERVE_CLIENT_CPUS} timeout ${SERVE_CPP_TIMEOUT:-90} $D/bin/embedkit bench latency --url http://127.0.0.1:18081 -m $M/$mname --corpus short \
               --batch-size $bs --concurrency ${SERVE_CONC:-64,256,1024} --iterations $n --warmup 20 --no-local-tokens --no-progress -q --timeout 20 \
               -o "$OUT/servecpp_${mname}_h${ht}_b$bs" > "$OUT/servecpp_${mname}_h${ht}_b$bs.log" 2>&1
             rc=$?; cpu1=$(awk '{print $14+$15}' /proc/$spid/stat); t1=$(date +%s.%N)
@@ -261,8 +264,8 @@ PY
     ab)
       # A/B of environment settings on EmbedKit alone (tokens/s, and per-op ms with profiling):
       #   AB_MODELS="minilm bge qwen3"  AB_WL="long medium" (qwen3: long512, medium, …)
-      #   AB_SETTINGS="EMBEDKIT_LT_TUNE=0|EMBEDKIT_LT_TUNE=1"  ('|' between settings, spaces within)
-      IFS='|' read -r -a settings <<< "${AB_SETTINGS:-EMBEDKIT_LT_TUNE=0|EMBEDKIT_LT_TUNE=1}"
+      #   AB_SETTINGS="EMBEDKIT_LT_TUNE=0|EMBEDKIT_LT_TUNE=8"  ('|' between settings, spaces within)
+      IFS='|' read -r -a settings <<< "${AB_SETTINGS:-EMBEDKIT_LT_TUNE=0|EMBEDKIT_LT_TUNE=8}"
       for name in ${AB_MODELS:-minilm bge qwen3}; do
         if [ $name = qwen3 ]; then qwen3_model 0.6b; mdir=$M/qwen3-0.6b; extra="--dtype bf16"; else
           [ $name = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }

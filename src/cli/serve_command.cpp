@@ -16,6 +16,7 @@
 #include "scheduler/batcher.h"
 #include "server/http_server.h"
 #include "server/service.h"
+#include "util/cpus.h"
 #include "util/error.h"
 
 namespace embedkit {
@@ -55,9 +56,9 @@ int serve(ServeArgs& a) {
 
   // I/O threads: parsing, small requests' tokenization and small answers' formatting run there
   // (see service.cpp); half the cores, at most 8, leave the rest to the tokenizer pool.
-  if (a.http.threads <= 0) a.http.threads = int(std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u));
+  if (a.http.threads <= 0) a.http.threads = std::clamp(usable_cpus() / 2, 1, 8);
   if (a.service.tokenization_workers <= 0)
-    a.service.tokenization_workers = int(std::max(1u, std::thread::hardware_concurrency()));
+    a.service.tokenization_workers = usable_cpus();
   a.http.read_timeout = std::chrono::milliseconds(int64_t(a.read_timeout_s * 1000));
   a.service.model_id = a.model.model;
   a.service.log_requests = a.log_level == "info" || a.log_level == "debug";
@@ -158,9 +159,9 @@ void add_serve_command(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--api-key", a->service.api_key, "Require \"Authorization: Bearer KEY\" on inference routes")
       ->envname("EMBEDKIT_API_KEY");
   cmd->add_option("--tokenization-workers", a->service.tokenization_workers,
-                  "Threads that tokenize and format responses (0 = one per core)")
+                  "Threads that tokenize and format responses (0 = one per usable core)")
       ->capture_default_str();
-  cmd->add_option("--http-threads", a->http.threads, "Threads for HTTP I/O (0 = half the cores, at most 8)")
+  cmd->add_option("--http-threads", a->http.threads, "Threads for HTTP I/O (0 = half the usable cores, at most 8)")
       ->capture_default_str();
   cmd->add_option("--log-format", a->log_format, "text | json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   cmd->add_option("--log-level", a->log_level, "info (a line per request) | warn")

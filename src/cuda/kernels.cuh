@@ -40,34 +40,34 @@ namespace embedkit::cuda {
 // transformer block rides in the GEMM epilogue.
 //
 // `algos` (optional) keeps one algorithm per exact shape, so repeated shapes and graph captures
-// skip the heuristic. For big GEMMs (T ≥ kLtTuneMinTokens, outside stream capture) the choice is
-// timed once per size class instead of taken on trust (cuBLASLt's ranking is a model, not a
-// measurement): the heuristic's first kLtTuneCandidates answers each run kLtTuneReps times on the
-// real operands (into the output, or into scratch when the residual is y itself), and the fastest
-// serves every T of that class (T rounded up to 1, 1.25, 1.5 or 1.75 × a power of two) that
-// cuBLASLt accepts it for (cublasLtMatmulAlgoCheck). EMBEDKIT_LT_TUNE=0 turns the timing off (=n: n candidates);
+// skip the heuristic. Opt-in (EMBEDKIT_LT_TUNE=n, 2…32): a big GEMM shape (T ≥ kLtTuneMinTokens)
+// that comes back in a later batch (the encoder counts batches in `batch`) is timed once instead
+// of taken on trust: the heuristic's first n answers each run kLtTuneReps times on the real
+// operands (into the output, or into scratch when the residual is y itself), outside stream
+// capture, and the fastest stays; at most kLtTuneMaxShapes shapes per encoder. Off by default
+// because it does not pay on this hardware (H100, docs/benchmarks.md): +0…3% on long fixed-shape
+// workloads, within run-to-run spread, while its one-time cost (n × reps runs per shape, pipeline
+// stalls) made `embedkit embed` of 100k short texts 0.44–0.50 s → 0.68 s. Timing at one T and
+// reusing the winner for nearby T was tried too: 25–48% lower throughput on such jobs.
 // EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer for every shape (for measuring).
 struct LtAlgoCache {
-  using Key = std::tuple<int, int, int, int, int, int>;  // n_in, n_out, T (or size class), dtype, epilogue, residual kind
-  std::map<Key, cublasLtMatmulAlgo_t> exact, tuned;
+  using Key = std::tuple<int, int, int, int, int, int>;  // n_in, n_out, T, dtype, epilogue, residual kind
+  struct Entry {
+    cublasLtMatmulAlgo_t algo;
+    uint64_t first_batch = 0;  // the batch that first used this shape
+    bool final = false;        // timed, or not eligible
+  };
+  std::map<Key, Entry> exact;
+  uint64_t batch = 0;  // incremented by the encoder per batch
+  int tuned = 0;       // shapes timed so far
 };
-constexpr int kLtTuneMinTokens = 4096, kLtTuneCandidates = 8, kLtTuneReps = 3;
+constexpr int kLtTuneMinTokens = 4096, kLtTuneReps = 3, kLtTuneMaxShapes = 64;
 
-// Smallest 1, 1.25, 1.5 or 1.75 × 2^k that is ≥ T.
-inline int lt_size_class(int T) {
-  int p = 1;
-  while (p * 2 <= T) p *= 2;
-  for (int q = 4; q <= 8; ++q)
-    if (p / 4 * q >= T) return p / 4 * q;
-  return 2 * p;
-}
-
-// Candidates timed per size class: kLtTuneCandidates, EMBEDKIT_LT_TUNE=n (2…32) for measuring, 0 = off.
+// Candidates timed per recurring shape: EMBEDKIT_LT_TUNE=n (2…32); unset or 0: off.
 inline int lt_tune_candidates() {
   static const int n = [] {
-    if (std::getenv("EMBEDKIT_LT_ALGO")) return 0;
     const char* e = std::getenv("EMBEDKIT_LT_TUNE");
-    if (!e) return kLtTuneCandidates;
+    if (!e || std::getenv("EMBEDKIT_LT_ALGO")) return 0;
     const int v = std::atoi(e);
     return v <= 0 ? 0 : std::max(2, std::min(32, v));
   }();
@@ -108,7 +108,7 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
                   std::to_string(n_out) + " GEMM");
     return found;
   };
-  // Times the heuristic's first answers at this T and returns the fastest.
+  // Times the heuristic's first answers on these operands and returns the fastest.
   auto tune = [&]() {
     cublasLtMatmulHeuristicResult_t res[32];
     const int found = heuristic(lt_tune_candidates(), res);
@@ -141,31 +141,29 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
     const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi), res_kind);
     auto it = algos->exact.find(key);
     if (it == algos->exact.end()) {
+      static const int pick = [] {
+        const char* e = std::getenv("EMBEDKIT_LT_ALGO");
+        return e ? std::max(0, std::min(7, std::atoi(e))) : 0;
+      }();
+      cublasLtMatmulHeuristicResult_t res[8];
+      const int found = heuristic(pick + 1, res);
+      LtAlgoCache::Entry e;
+      e.algo = res[std::min(pick, found - 1)].algo;
+      e.first_batch = algos->batch;
+      e.final = lt_tune_candidates() == 0 || T < kLtTuneMinTokens;
+      it = algos->exact.emplace(key, e).first;
+    } else if (!it->second.final && algos->batch > it->second.first_batch) {
       cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
       EK_CUDA(cudaStreamIsCapturing(stream, &capturing));
-      cublasLtMatmulAlgo_t chosen{};
-      bool have = false;
-      if (lt_tune_candidates() > 0 && T >= kLtTuneMinTokens && capturing == cudaStreamCaptureStatusNone) {
-        const auto ckey = std::make_tuple(n_in, n_out, lt_size_class(T), int(dt), int(epi), res_kind);
-        auto ct = algos->tuned.find(ckey);
-        if (ct == algos->tuned.end()) ct = algos->tuned.emplace(ckey, tune()).first;
-        cublasLtMatmulHeuristicResult_t check{};
-        have = cublasLtMatmulAlgoCheck(lt, op, la, lb, lc, lc, &ct->second, &check) == CUBLAS_STATUS_SUCCESS &&
-               check.workspaceSize <= ws_bytes;
-        if (have) chosen = ct->second;
+      if (capturing == cudaStreamCaptureStatusNone) {
+        if (algos->tuned < kLtTuneMaxShapes) {
+          it->second.algo = tune();
+          ++algos->tuned;
+        }
+        it->second.final = true;
       }
-      if (!have) {
-        static const int pick = [] {
-          const char* e = std::getenv("EMBEDKIT_LT_ALGO");
-          return e ? std::max(0, std::min(7, std::atoi(e))) : 0;
-        }();
-        cublasLtMatmulHeuristicResult_t res[8];
-        const int found = heuristic(pick + 1, res);
-        chosen = res[std::min(pick, found - 1)].algo;
-      }
-      it = algos->exact.emplace(key, chosen).first;
     }
-    algo = &it->second;
+    algo = &it->second.algo;
   }
   EK_CUBLAS(run(algo, y));
   cublasLtMatrixLayoutDestroy(la);
