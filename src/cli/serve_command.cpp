@@ -54,11 +54,14 @@ int serve(ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  // I/O threads: parsing, small requests' tokenization and small answers' formatting run there
-  // (see service.cpp); half the cores, at most 8, leave the rest to the tokenizer pool.
+  // I/O threads (HTTP and request parsing): half the usable cores, at most 8. The pool
+  // (tokenization, response formatting) gets the rest, at least 2: one thread per core in all, so
+  // the batcher's executor thread, the one serial stage, is not queued behind them. H100 host (16
+  // cores, C++ client on the same machine): 16 pool threads → 8 gave +5…13% single-text and
+  // +3…15% 32-text requests/s at c64…c1024 (docs/benchmarks.md).
   if (a.http.threads <= 0) a.http.threads = std::clamp(usable_cpus() / 2, 1, 8);
   if (a.service.tokenization_workers <= 0)
-    a.service.tokenization_workers = usable_cpus();
+    a.service.tokenization_workers = std::max(2, usable_cpus() - a.http.threads);
   a.http.read_timeout = std::chrono::milliseconds(int64_t(a.read_timeout_s * 1000));
   a.service.model_id = a.model.model;
   a.service.log_requests = a.log_level == "info" || a.log_level == "debug";
@@ -159,7 +162,7 @@ void add_serve_command(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--api-key", a->service.api_key, "Require \"Authorization: Bearer KEY\" on inference routes")
       ->envname("EMBEDKIT_API_KEY");
   cmd->add_option("--tokenization-workers", a->service.tokenization_workers,
-                  "Threads that tokenize and format responses (0 = one per usable core)")
+                  "Threads that tokenize and format responses (0 = the usable cores left after --http-threads, at least 2)")
       ->capture_default_str();
   cmd->add_option("--http-threads", a->http.threads, "Threads for HTTP I/O (0 = half the usable cores, at most 8)")
       ->capture_default_str();

@@ -50,16 +50,51 @@ namespace embedkit::cuda {
 // stalls) made `embedkit embed` of 100k short texts 0.44–0.50 s → 0.68 s. Timing at one T and
 // reusing the winner for nearby T was tried too: 25–48% lower throughput on such jobs.
 // EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer for every shape (for measuring).
+// cuBLASLt's descriptors of one GEMM shape (operation, then A = W, B = x, C = D = y layouts).
+struct LtDescs {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  void destroy() {
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (op) cublasLtMatmulDescDestroy(op);
+    *this = LtDescs{};
+  }
+};
+inline LtDescs lt_make_descs(cudaDataType_t dt, int T, int n_in, int n_out, cublasLtEpilogue_t epi) {
+  LtDescs d;
+  EK_CUBLAS(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  EK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  EK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  EK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+  EK_CUBLAS(cublasLtMatrixLayoutCreate(&d.la, dt, n_in, n_out, n_in));
+  EK_CUBLAS(cublasLtMatrixLayoutCreate(&d.lb, dt, n_in, T, n_in));
+  EK_CUBLAS(cublasLtMatrixLayoutCreate(&d.lc, dt, n_out, T, n_out));
+  return d;
+}
+
+// Per exact shape: the algorithm and the descriptors, made once (creating and destroying four
+// descriptors per call cost ~1 ms of host time per small batch in the server; H100,
+// EMBEDKIT_BATCHER_PROFILE, docs/benchmarks.md).
 struct LtAlgoCache {
   using Key = std::tuple<int, int, int, int, int, int>;  // n_in, n_out, T, dtype, epilogue, residual kind
   struct Entry {
     cublasLtMatmulAlgo_t algo;
+    LtDescs descs;
     uint64_t first_batch = 0;  // the batch that first used this shape
     bool final = false;        // timed, or not eligible
   };
   std::map<Key, Entry> exact;
   uint64_t batch = 0;  // incremented by the encoder per batch
   int tuned = 0;       // shapes timed so far
+  LtAlgoCache() = default;
+  LtAlgoCache(const LtAlgoCache&) = delete;
+  LtAlgoCache& operator=(const LtAlgoCache&) = delete;
+  ~LtAlgoCache() {
+    for (auto& [k, e] : exact) e.descs.destroy();
+  }
 };
 constexpr int kLtTuneMinTokens = 4096, kLtTuneReps = 3, kLtTuneMaxShapes = 64;
 
@@ -77,18 +112,22 @@ inline int lt_tune_candidates() {
 inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int T, int n_in, const void* W,
                       const void* bias, int n_out, void* y, cublasLtEpilogue_t epi, void* ws, size_t ws_bytes,
                       cudaStream_t stream, LtAlgoCache* algos, const void* residual = nullptr) {
-  cublasLtMatmulDesc_t op;
-  EK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-  if (bias) EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  cublasLtMatrixLayout_t la, lb, lc;
-  EK_CUBLAS(cublasLtMatrixLayoutCreate(&la, dt, n_in, n_out, n_in));
-  EK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, dt, n_in, T, n_in));
-  EK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, dt, n_out, T, n_out));
   const int res_kind = residual ? (residual == y ? 2 : 1) : 0;
+  const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi), res_kind);
+  LtAlgoCache::Entry* entry = nullptr;
+  LtDescs local;  // without a cache: made and destroyed here
+  if (algos) {
+    auto it = algos->exact.find(key);
+    if (it != algos->exact.end()) entry = &it->second;
+  }
+  const LtDescs& d = entry ? entry->descs : (local = lt_make_descs(dt, T, n_in, n_out, epi));
+  struct Cleanup {
+    LtDescs& l;
+    ~Cleanup() { l.destroy(); }
+  } cleanup{local};
+  cublasLtMatmulDesc_t op = d.op;
+  cublasLtMatrixLayout_t la = d.la, lb = d.lb, lc = d.lc;
+  if (bias) EK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   const float one = 1.f, zero = 0.f;
   const void* c_ptr = residual ? residual : y;
   const float* beta = residual ? &one : &zero;
@@ -138,9 +177,9 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
   };
   const cublasLtMatmulAlgo_t* algo = nullptr;
   if (algos) {
-    const auto key = std::make_tuple(n_in, n_out, T, int(dt), int(epi), res_kind);
     auto it = algos->exact.find(key);
     if (it == algos->exact.end()) {
+      // First use of this shape: the descriptors move into the cache (the local ones were made above).
       static const int pick = [] {
         const char* e = std::getenv("EMBEDKIT_LT_ALGO");
         return e ? std::max(0, std::min(7, std::atoi(e))) : 0;
@@ -151,6 +190,8 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
       e.algo = res[std::min(pick, found - 1)].algo;
       e.first_batch = algos->batch;
       e.final = lt_tune_candidates() == 0 || T < kLtTuneMinTokens;
+      e.descs = local;
+      local = LtDescs{};  // owned by the cache now; `op`, `la`… stay valid
       it = algos->exact.emplace(key, e).first;
     } else if (!it->second.final && algos->batch > it->second.first_batch) {
       cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
@@ -166,10 +207,6 @@ inline void lt_linear(cublasLtHandle_t lt, cudaDataType_t dt, const void* x, int
     algo = &it->second.algo;
   }
   EK_CUBLAS(run(algo, y));
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  cublasLtMatmulDescDestroy(op);
 }
 
 // ------------------------------------------------------------------ element types

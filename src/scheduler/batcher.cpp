@@ -2,7 +2,10 @@
 #include "scheduler/batcher.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
+#include <string>
 
 #include "util/error.h"
 
@@ -134,6 +137,28 @@ void Batcher::executor_loop() {
   std::vector<std::shared_ptr<EmbedJob>> done;
   const size_t full_dim = engine_.full_dim();
   Clock::time_point last_end{};  // when the previous batch was collected
+  // EMBEDKIT_BATCHER_PROFILE=1: where the executor thread's time goes, printed when it stops
+  // (seconds in each step, summed over batches; the executor is the server's one serial stage).
+  struct Prof {
+    bool on = false;
+    double wait = 0, submit = 0, collect = 0, finish = 0, complete = 0, deliver = 0;
+    size_t batches = 0, jobs = 0;
+    Clock::time_point t = Clock::now();
+    void lap(double& into) {
+      if (!on) return;
+      const auto now = Clock::now();
+      into += std::chrono::duration<double>(now - t).count();
+      t = now;
+    }
+    ~Prof() {
+      if (on)
+        std::fprintf(stderr,
+                     "batcher executor: %zu batches, %zu jobs; seconds: waiting %.3f, submit %.3f, collect %.3f, "
+                     "finish %.3f, complete %.3f, deliver %.3f\n",
+                     batches, jobs, wait, submit, collect, finish, complete, deliver);
+    }
+  } prof;
+  prof.on = std::getenv("EMBEDKIT_BATCHER_PROFILE") && std::string(std::getenv("EMBEDKIT_BATCHER_PROFILE")) == "1";
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     // 1. Submit the next batch if there is room in the pipeline.
@@ -157,6 +182,7 @@ void Batcher::executor_loop() {
       if (next_.items.empty() && !pending_.empty()) fill_next_locked();
       take = ready_locked();
     }
+    prof.lap(prof.wait);
     if (take) {
       Running r;
       r.batch = std::move(next_);
@@ -179,6 +205,7 @@ void Batcher::executor_loop() {
         r.error = std::string("inference failed: ") + e.what();
       }
       running.push_back(std::move(r));
+      prof.lap(prof.submit);
       lock.lock();
       if (running.size() < depth) continue;  // room for one more: see if it is ready
     }
@@ -200,6 +227,7 @@ void Batcher::executor_loop() {
       }
     }
     const auto t1 = Clock::now();
+    prof.lap(prof.collect);
     // This batch's share of the executor's time: from its submission, or from the previous
     // batch's collection when it was submitted before that (pipelined): the shares add up to the
     // wall time, not to more.
@@ -211,6 +239,7 @@ void Batcher::executor_loop() {
         EmbedJob& job = *batch.items[k].job;
         engine_.finish(rows.data() + k * full_dim, job.normalize, job.dims, job.out.data() + batch.items[k].index * job.dims);
       }
+    prof.lap(prof.finish);
 
     lock.lock();
     done.clear();
@@ -234,6 +263,9 @@ void Batcher::executor_loop() {
     batch_inputs_ += n;
     batch_tokens_total_ += batch.tokens;
     lock.unlock();
+    prof.lap(prof.complete);
+    ++prof.batches;
+    prof.jobs += done.size();
     // The batch observer first: a job's on_done may end its owner's wait (Embedder::embed returns,
     // its observer and the timings it fills go away), so the batch must be accounted before.
     if (on_batch_) on_batch_(n, batch.tokens, secs);
@@ -253,6 +285,7 @@ void Batcher::executor_loop() {
     }
     done.clear();  // a finished job must not outlive its answer (it holds the connection)
     r = Running{};  // drop job references before waiting again
+    prof.lap(prof.deliver);
     lock.lock();
     idle_cv_.notify_all();
   }
