@@ -57,8 +57,8 @@ int serve(ServeArgs& a) {
   // I/O threads (HTTP and request parsing): half the usable cores, at most 8. The pool
   // (tokenization, response formatting) gets the rest, at least 2: one thread per core in all, so
   // the batcher's executor thread, the one serial stage, is not queued behind them. H100 host (16
-  // cores, C++ client on the same machine): 16 pool threads → 8 gave +5…13% single-text and
-  // +3…15% 32-text requests/s at c64…c1024 (docs/benchmarks.md).
+  // cores, C++ client on the same machine): 16 pool threads → 8 gave +7…18% single-text and
+  // +2…15% 32-text requests/s at c64…c1024 (docs/benchmarks.md).
   if (a.http.threads <= 0) a.http.threads = std::clamp(usable_cpus() / 2, 1, 8);
   if (a.service.tokenization_workers <= 0)
     a.service.tokenization_workers = std::max(2, usable_cpus() - a.http.threads);

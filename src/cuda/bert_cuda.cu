@@ -491,19 +491,73 @@ struct BertEncoder::Impl {
     if (timed) EK_CUDA(cudaEventRecord(s.ev[4], stream));
   }
 
+  // Small batches run as CUDA graphs keyed by their shape. A server's small batches rarely repeat
+  // a shape exactly, so they are padded up to a bucket first: tokens to a multiple of
+  // kBucketTokens, sequences to a multiple of kBucketSeqs (at least one dummy sequence of pad
+  // tokens, positions from 0; each dummy row is computed and dropped), attention tiles to a
+  // multiple of kBucketTiles (extra tiles start past their sequence's end: no work, no writes).
+  // Real rows are untouched: attention, pooling and LayerNorm are per sequence or per token.
+  // EMBEDKIT_GRAPH_BUCKETS=0 turns it off (exact shapes only). Cost: under 80 dummy tokens per
+  // small batch. H100, MiniLM server, single-text requests at c64 / c256 / c1024: 25.4k / 43.1k /
+  // 54.6k → 48.3k / 56.4k / 60.2k req/s; the executor's host time per batch 0.85 → 0.27 ms. The
+  // price: a lone 15-token query pads to 16 sequences and 64 tokens, p50 0.175 → 0.196 ms.
+  // (Power-of-two buckets below one bucket would trim that; not measured yet.)
+  static constexpr int kBucketTokens = 64;
+  static constexpr int kBucketSeqs = 16;
+  static constexpr int kBucketTiles = 32;
+  bool graph_buckets = true;
+  PackedBatch padded;                // the bucketed copy of a small batch (storage reused)
+  std::vector<int32_t> padded_skip;  // its pooling skips, 0 for dummy sequences
+
+  // The bucketed form of b, or nullptr when b is not padded (too big for a graph, or off).
+  const PackedBatch* bucketed(const PackedBatch& b) {
+    const int Tn = int(b.tokens()), S = int(b.sequences());
+    // Also without graphs (EMBEDKIT_CUDA_GRAPHS=0, profiling): the same batch gives the same GEMM
+    // shapes, so the same numbers, whether it is replayed or enqueued op by op.
+    if (!graph_buckets || Tn > kGraphMaxTokens) return nullptr;
+    auto up = [](int x, int m) { return (x + m - 1) / m * m; };
+    const int Sb = up(S + 1, kBucketSeqs), dummies = Sb - S;
+    const int Tb = up(Tn + dummies, kBucketTokens);
+    if (Tb > kGraphMaxTokens) return nullptr;
+    padded.ids.assign(b.ids.begin(), b.ids.end());
+    padded.type_ids.assign(b.type_ids.begin(), b.type_ids.end());
+    padded.positions.assign(b.positions.begin(), b.positions.end());
+    padded.cu_seqlens.assign(b.cu_seqlens.begin(), b.cu_seqlens.end());
+    const int first_len = Tb - Tn - (dummies - 1);  // 1…kBucketTokens tokens; the other dummies 1 each
+    for (int k = 0; k < dummies; ++k) {
+      const int len = k == 0 ? first_len : 1;
+      for (int p = 0; p < len; ++p) {
+        padded.ids.push_back(0);
+        padded.type_ids.push_back(0);
+        padded.positions.push_back(p);
+      }
+      padded.cu_seqlens.push_back(int32_t(padded.ids.size()));
+    }
+    return &padded;
+  }
+
   // Stages the batch in a free slot and queues its whole pass; returns without waiting.
   template <typename T>
-  Ticket submit(const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip, bool normalize) {
+  Ticket submit(const PackedBatch& real, const PoolingConfig& pc, const std::vector<int32_t>& real_skip,
+                bool normalize) {
     Slot* sp = free_slot();
     if (!sp)
       throw Error("CUDA encoder: " + std::to_string(kMaxInFlight) + " batches already in flight; collect one first");
     Slot& s = *sp;
-    s.empty = b.tokens() == 0;
+    s.empty = real.tokens() == 0;
     if (s.empty) {  // nothing to run; collect() returns no rows
       s.S = 0;
       s.busy = true;
       return s.ticket = ++next_ticket;
     }
+    const int S_real = int(real.sequences());
+    const PackedBatch* bp = bucketed(real);
+    const PackedBatch& b = bp ? *bp : real;
+    if (bp && !real_skip.empty()) {
+      padded_skip.assign(real_skip.begin(), real_skip.end());
+      padded_skip.resize(size_t(b.sequences()), 0);
+    }
+    const std::vector<int32_t>& skip = bp && !real_skip.empty() ? padded_skip : real_skip;
     const int Tn = int(b.tokens()), S = int(b.sequences());
     const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
     // Query tiles per sequence (16 rows for short batches, 64 otherwise).
@@ -513,6 +567,8 @@ struct BertEncoder::Impl {
     std::vector<int2> tiles;
     for (int q = 0; q < S; ++q)
       for (int r = 0; r < b.cu_seqlens[size_t(q) + 1] - b.cu_seqlens[size_t(q)]; r += tile_rows) tiles.push_back({q, r});
+    if (bp)  // bucketed: pad with tiles that start past the end of the last (1-token or longer) dummy
+      while (tiles.size() % kBucketTiles) tiles.push_back({S - 1, 1 << 20});
     const int modes = int(pc.cls) + int(pc.max) + int(pc.mean) + int(pc.mean_sqrt_len) + int(pc.weighted_mean) +
                       int(pc.last_token);
     const int out_dim = modes * d;
@@ -580,7 +636,7 @@ struct BertEncoder::Impl {
     } else {
       enqueue<T>(s, b, pc, skip, normalize, off, tiles.size(), tile_rows, out_dim, true);
     }
-    s.S = S;
+    s.S = S_real;  // the dummy sequences' rows come back too but are not handed out
     s.out_dim = out_dim;
     s.graph = exec != nullptr;
     s.busy = true;
@@ -643,6 +699,8 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   m.profile_ops = prof && std::string(prof) == "1";
   const char* graphs = std::getenv("EMBEDKIT_CUDA_GRAPHS");
   m.graphs_enabled = !(graphs && std::string(graphs) == "0");
+  const char* buckets = std::getenv("EMBEDKIT_GRAPH_BUCKETS");
+  m.graph_buckets = !(buckets && std::string(buckets) == "0");
   const char* fuse = std::getenv("EMBEDKIT_FUSE_RESIDUAL");
   m.fuse_residual = !(fuse && std::string(fuse) == "0");
   m.ln_pairs = layernorm_pairs_for(int(cfg.hidden_size));

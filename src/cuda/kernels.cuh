@@ -39,17 +39,6 @@ namespace embedkit::cuda {
 // and D share pointer and layout), y = x·Wᵀ + bias + residual (beta = 1): the residual add of a
 // transformer block rides in the GEMM epilogue.
 //
-// `algos` (optional) keeps one algorithm per exact shape, so repeated shapes and graph captures
-// skip the heuristic. Opt-in (EMBEDKIT_LT_TUNE=n, 2…32): a big GEMM shape (T ≥ kLtTuneMinTokens)
-// that comes back in a later batch (the encoder counts batches in `batch`) is timed once instead
-// of taken on trust: the heuristic's first n answers each run kLtTuneReps times on the real
-// operands (into the output, or into scratch when the residual is y itself), outside stream
-// capture, and the fastest stays; at most kLtTuneMaxShapes shapes per encoder. Off by default
-// because it does not pay on this hardware (H100, docs/benchmarks.md): +0…3% on long fixed-shape
-// workloads, within run-to-run spread, while its one-time cost (n × reps runs per shape, pipeline
-// stalls) made `embedkit embed` of 100k short texts 0.44–0.50 s → 0.68 s. Timing at one T and
-// reusing the winner for nearby T was tried too: 25–48% lower throughput on such jobs.
-// EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer for every shape (for measuring).
 // cuBLASLt's descriptors of one GEMM shape (operation, then A = W, B = x, C = D = y layouts).
 struct LtDescs {
   cublasLtMatmulDesc_t op = nullptr;
@@ -75,9 +64,19 @@ inline LtDescs lt_make_descs(cudaDataType_t dt, int T, int n_in, int n_out, cubl
   return d;
 }
 
-// Per exact shape: the algorithm and the descriptors, made once (creating and destroying four
-// descriptors per call cost ~1 ms of host time per small batch in the server; H100,
-// EMBEDKIT_BATCHER_PROFILE, docs/benchmarks.md).
+// `algos` (optional) keeps one algorithm per exact shape, so repeated shapes and graph captures
+// skip the heuristic. Opt-in (EMBEDKIT_LT_TUNE=n, 2…32): a big GEMM shape (T ≥ kLtTuneMinTokens)
+// that comes back in a later batch (the encoder counts batches in `batch`) is timed once instead
+// of taken on trust: the heuristic's first n answers each run kLtTuneReps times on the real
+// operands (into the output, or into scratch when the residual is y itself), outside stream
+// capture, and the fastest stays; at most kLtTuneMaxShapes shapes per encoder. Off by default
+// because it does not pay on this hardware (H100, docs/benchmarks.md): +0…3% on long fixed-shape
+// workloads, within run-to-run spread, while its one-time cost (n × reps runs per shape, pipeline
+// stalls) made `embedkit embed` of 100k short texts 0.44–0.50 s → 0.68 s. Timing at one T and
+// reusing the winner for nearby T was tried too: 25–48% lower throughput on such jobs.
+// EMBEDKIT_LT_ALGO=k takes the heuristic's k-th answer for every shape (for measuring).
+// Each entry also keeps its descriptors (made once, not four creates and destroys per call; the
+// server's host time per small batch did not move measurably with it: ~1 ms either way, H100).
 struct LtAlgoCache {
   using Key = std::tuple<int, int, int, int, int, int>;  // n_in, n_out, T, dtype, epilogue, residual kind
   struct Entry {
