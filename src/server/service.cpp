@@ -159,18 +159,21 @@ struct EmbeddingService::Impl {
     send(c, std::move(r));
   }
 
-  // Runs fn on the worker pool; an ApiError it throws becomes the answer.
+  // Runs fn here; an ApiError it throws becomes the answer, any other exception a 500.
+  template <class F>
+  void guarded(const Ctx& c, F& fn) {
+    try {
+      fn();
+    } catch (const ApiError& e) {
+      fail(c, e);
+    } catch (const std::exception& e) {
+      fail(c, {500, std::string("internal error: ") + e.what(), Metrics::Backend});
+    }
+  }
+  // Runs fn on the worker pool, guarded.
   template <class F>
   void on_pool(const Ctx& c, F fn) {
-    boost::asio::post(pool, [this, c, fn = std::move(fn)]() mutable {
-      try {
-        fn();
-      } catch (const ApiError& e) {
-        fail(c, e);
-      } catch (const std::exception& e) {
-        fail(c, {500, std::string("internal error: ") + e.what(), Metrics::Backend});
-      }
-    });
+    boost::asio::post(pool, [this, c, fn = std::move(fn)]() mutable { guarded(c, fn); });
   }
 
   // ---- embedding ------------------------------------------------------------------------
@@ -307,13 +310,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
         succeed(c, std::move(body));
       };
       if (done_on_pool) {
-        try {
-          format();
-        } catch (const ApiError& e) {
-          fail(c, e);
-        } catch (const std::exception& e) {
-          fail(c, {500, std::string("internal error: ") + e.what(), Metrics::Backend});
-        }
+        guarded(c, format);
       } else {
         on_pool(c, std::move(format));
       }
