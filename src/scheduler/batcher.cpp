@@ -270,10 +270,16 @@ void Batcher::executor_loop() {
     // its observer and the timings it fills go away), so the batch must be accounted before.
     if (on_batch_) on_batch_(n, batch.tokens, secs);
     if (opt_.deliver) {
-      constexpr size_t kJobsPerTask = 8;
-      for (size_t i = 0; i < done.size(); i += kJobsPerTask) {
-        auto chunk = std::make_shared<std::vector<std::shared_ptr<EmbedJob>>>(
-            done.begin() + ptrdiff_t(i), done.begin() + ptrdiff_t(std::min(done.size(), i + kJobsPerTask)));
+      // One pool task per ~8 inputs of finished jobs: eight single-text jobs share a task (one
+      // hand-over instead of eight), a 32-text job gets its own (its answer's formatting is the
+      // task's work: several such jobs in one task would format one after another).
+      constexpr size_t kInputsPerTask = 8;
+      for (size_t i = 0; i < done.size();) {
+        size_t end = i, inputs = 0;
+        while (end < done.size() && inputs < kInputsPerTask) inputs += done[end++]->inputs.size();
+        auto chunk = std::make_shared<std::vector<std::shared_ptr<EmbedJob>>>(done.begin() + ptrdiff_t(i),
+                                                                              done.begin() + ptrdiff_t(end));
+        i = end;
         opt_.deliver([chunk] {
           for (auto& j : *chunk)
             if (j->on_done) j->on_done(j);

@@ -37,7 +37,7 @@ struct BatcherOptions {
   std::chrono::microseconds max_wait{0};  // how long a partial batch may wait for more inputs
   size_t max_inputs = 0;              // inputs queued or running at once; 0 = no limit
   // Where jobs' on_done callbacks run. Empty: on the executor thread, one after another. Set (the
-  // server passes its worker pool): the executor hands them over a few jobs per task, so a batch
+  // server passes its worker pool): the executor hands them over ~8 inputs' worth of jobs per task, so a batch
   // of hundreds of single-text requests costs the executor a few dozen hand-overs instead of
   // hundreds (each a lock and a thread wake-up), and the device is fed again sooner.
   std::function<void(std::function<void()>)> deliver;

@@ -271,7 +271,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
         metrics.embed_count += j->inputs.size();
         const size_t n = j->inputs.size(), d = j->dims;
         std::string body;
-        body.reserve(n * d * (spec->base64 ? 6 : 12) + 256);
+        body.reserve(n * d * (spec->base64 ? 6 : 16) + 256);
         if (c->openai) {
           body += "{\"object\":\"list\",\"data\":[";
           for (size_t i = 0; i < n; ++i) {
@@ -283,10 +283,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
               body += '"';
             } else {
               body += '[';
-              for (size_t k = 0; k < d; ++k) {
-                if (k) body += ',';
-                json::append_float(body, j->out[i * d + k]);
-              }
+              json::append_floats(body, j->out.data() + i * d, d);
               body += ']';
             }
             body += '}';
@@ -299,10 +296,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
           body += '[';
           for (size_t i = 0; i < n; ++i) {
             body += i ? ",[" : "[";
-            for (size_t k = 0; k < d; ++k) {
-              if (k) body += ',';
-              json::append_float(body, j->out[i * d + k]);
-            }
+            json::append_floats(body, j->out.data() + i * d, d);
             body += ']';
           }
           body += ']';
