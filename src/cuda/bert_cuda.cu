@@ -317,7 +317,7 @@ struct BertEncoder::Impl {
 
   // CUDA graphs of whole passes for small batches, keyed by batch shape and staging slot (a graph
   // holds the slot's pinned addresses).
-  static constexpr int kGraphMaxTokens = 2048;
+  static constexpr int kGraphMaxTokens = 16384;
   static constexpr size_t kMaxGraphs = 256;
   using GraphKey = std::array<int, 7>;  // tokens, sequences, tiles, tile rows, skip|normalize, out dim, slot
   std::map<GraphKey, cudaGraphExec_t> graphs;
@@ -488,21 +488,25 @@ struct BertEncoder::Impl {
   }
 
   // Small batches run as CUDA graphs keyed by their shape. A server's small batches rarely repeat
-  // a shape exactly, so they are padded up to a bucket first: tokens to a multiple of
-  // kBucketTokens, sequences to a multiple of kBucketSeqs (at least one dummy sequence of pad
-  // tokens, positions from 0; each dummy row is computed and dropped), attention tiles to a
-  // multiple of kBucketTiles (extra tiles start past their sequence's end: no work, no writes).
-  // Real rows are untouched: attention, pooling and LayerNorm are per sequence or per token.
-  // EMBEDKIT_GRAPH_BUCKETS=0 turns it off (exact shapes only). Cost: under 80 dummy tokens per
-  // small batch. H100, MiniLM server, single-text requests at c64 / c256 / c1024: 25.4k / 43.1k /
-  // 54.6k → 48.3k / 56.4k / 60.2k req/s; the executor's host time per batch 0.85 → 0.27 ms. The
-  // price: a lone 15-token query pads to 16 sequences and 64 tokens, p50 0.175 → 0.196 ms.
-  // (Power-of-two buckets below one bucket would trim that; not measured yet.)
-  static constexpr int kBucketTokens = 64;
-  static constexpr int kBucketSeqs = 16;
-  static constexpr int kBucketTiles = 32;
+  // a shape exactly, so they are padded up to a bucket first: tokens to a multiple of Bucket::tokens,
+  // sequences to a multiple of Bucket::seqs (at least one dummy sequence of pad tokens, positions
+  // from 0; each dummy row is computed and dropped), attention tiles to a multiple of
+  // Bucket::tiles (extra tiles start past their sequence's end: no work, no writes). Real rows are
+  // untouched: attention, pooling and LayerNorm are per sequence or per token.
+  // EMBEDKIT_GRAPH_BUCKETS=0 turns it off (exact shapes only). Two tiers: up to 2,048 tokens fine
+  // buckets (under 80 dummy tokens a batch); up to kGraphMaxTokens coarse ones (under 576, ≤ 3.5%
+  // of such a batch) — a loaded server's batches of a few hundred short texts (4k–12k tokens)
+  // took ~0.45 ms of executor host time each when enqueued op by op.
+  // H100, MiniLM server, single-text requests at c64 / c256 / c1024, first tier alone: 25.4k /
+  // 43.1k / 54.6k → 48.3k / 56.4k / 60.2k req/s; the executor's host time per batch 0.85 → 0.27 ms.
+  // The price: a lone 15-token query pads to 16 sequences and 64 tokens, p50 0.175 → 0.196 ms.
+  struct Bucket {
+    int max_tokens, tokens, seqs, tiles;
+  };
+  static constexpr Bucket kBuckets[2] = {{2048, 64, 16, 32}, {16384, 512, 64, 128}};
   bool graph_buckets = true;
   PackedBatch padded;                // the bucketed copy of a small batch (storage reused)
+  int bucket_tiles = 0;              // the tile multiple of padded's bucket
   std::vector<int32_t> padded_skip;  // its pooling skips, 0 for dummy sequences
 
   // The bucketed form of b, or nullptr when b is not padded (too big for a graph, or off).
@@ -512,16 +516,27 @@ struct BertEncoder::Impl {
     // shapes, so the same numbers, whether it is replayed or enqueued op by op.
     if (!graph_buckets || Tn > kGraphMaxTokens) return nullptr;
     auto up = [](int x, int m) { return (x + m - 1) / m * m; };
-    const int Sb = up(S + 1, kBucketSeqs), dummies = Sb - S;
-    const int Tb = up(Tn + dummies, kBucketTokens);
-    if (Tb > kGraphMaxTokens) return nullptr;
+    int Sb = 0, dummies = 0, Tb = 0;
+    bucket_tiles = 0;
+    for (const Bucket& k : kBuckets) {  // the finest tier the padded batch fits
+      Sb = up(S + 1, k.seqs), dummies = Sb - S, Tb = up(Tn + dummies, k.tokens);
+      // Dummies of at most kShortSeqMax tokens, so that they never change the attention shape.
+      while ((Tb - Tn + dummies - 1) / dummies > kShortSeqMax)
+        Sb += k.seqs, dummies = Sb - S, Tb = up(Tn + dummies, k.tokens);
+      if (Tb <= k.max_tokens) {
+        bucket_tiles = k.tiles;
+        break;
+      }
+    }
+    if (!bucket_tiles) return nullptr;
     padded.ids.assign(b.ids.begin(), b.ids.end());
     padded.type_ids.assign(b.type_ids.begin(), b.type_ids.end());
     padded.positions.assign(b.positions.begin(), b.positions.end());
     padded.cu_seqlens.assign(b.cu_seqlens.begin(), b.cu_seqlens.end());
-    const int first_len = Tb - Tn - (dummies - 1);  // 1…kBucketTokens tokens; the other dummies 1 each
+    // The Tb − Tn pad tokens spread evenly: each dummy 1…kShortSeqMax tokens.
+    const int pad = Tb - Tn;
     for (int k = 0; k < dummies; ++k) {
-      const int len = k == 0 ? first_len : 1;
+      const int len = pad / dummies + (k < pad % dummies ? 1 : 0);
       for (int p = 0; p < len; ++p) {
         padded.ids.push_back(0);
         padded.type_ids.push_back(0);
@@ -564,7 +579,7 @@ struct BertEncoder::Impl {
     for (int q = 0; q < S; ++q)
       for (int r = 0; r < b.cu_seqlens[size_t(q) + 1] - b.cu_seqlens[size_t(q)]; r += tile_rows) tiles.push_back({q, r});
     if (bp)  // bucketed: pad with tiles that start past the end of the last (1-token or longer) dummy
-      while (tiles.size() % kBucketTiles) tiles.push_back({S - 1, 1 << 20});
+      while (tiles.size() % size_t(bucket_tiles)) tiles.push_back({S - 1, 1 << 20});
     const int modes = int(pc.cls) + int(pc.max) + int(pc.mean) + int(pc.mean_sqrt_len) + int(pc.weighted_mean) +
                       int(pc.last_token);
     const int out_dim = modes * d;

@@ -205,6 +205,7 @@ struct EmbeddingService::Impl {
     }
   }
 
+  static constexpr size_t kInlineMaxInputs = 4, kInlineMaxChars = 2048;  // see embed()
   void embed(const Ctx& c, EmbedSpec&& spec);
   void route_embed(const Ctx& c, EmbedRequest&& r);
   void route_tokenize(const Ctx& c, TokenizeRequest&& r);
@@ -233,7 +234,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
   count_request(c);
   c->inputs = spec->ids.empty() ? spec->texts.size() : spec->ids.size();
   for (auto& t : spec->texts) c->chars += t.size();
-  on_pool(c, [this, c, spec] {
+  auto tokenize_and_queue = [this, c, spec] {
     EmbeddingEngine& eng = *engine.load();
     auto job = std::make_shared<EmbedJob>();
     job->inputs.resize(c->inputs);
@@ -313,7 +314,16 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
       throw ApiError{429, "model is overloaded: too many inputs in flight (--max-concurrent-inputs " +
                               std::to_string(opt.max_concurrent_inputs) + "); retry later",
                      Metrics::Overloaded};
-  });
+  };
+  // A small request (a query, a few short texts: a few µs of tokenization) is tokenized here on
+  // its connection's I/O thread, saving a hand-over to the pool and back (a lock, a wake-up and
+  // a context switch each); bigger ones go to the pool so that no I/O thread stalls the other
+  // connections it serves.
+  if (c->inputs <= kInlineMaxInputs && c->chars <= kInlineMaxChars) {
+    guarded(c, tokenize_and_queue);
+  } else {
+    on_pool(c, std::move(tokenize_and_queue));
+  }
 }
 
 // ---- tokenize / decode / info ---------------------------------------------------------------
