@@ -60,6 +60,11 @@ struct BenchOptions {
 // Runs every scenario and returns the report tree (the JSON report's content).
 Value run_bench(const BenchOptions& options);
 Value run_remote(const BenchOptions& options, Value report);  // fills report["scenarios"]
+struct HttpResponse;
+// Remote mode's check of one answer of `api` ("tei" or "openai") to a request of n_inputs
+// texts: "" when it holds one embedding per input, all of one non-zero length; else what is
+// wrong. tokens = OpenAI's usage.prompt_tokens, -1 when absent. (src/bench/remote.cpp)
+std::string check_response(const std::string& api, const HttpResponse& res, size_t n_inputs, long long& tokens);
 
 // Corpus: the named set's lines (short/mixed/long) or a file's; throws Error naming what was tried.
 std::vector<std::string> load_corpus(const std::string& name_or_path, const std::string& corpus_dir);

@@ -94,6 +94,11 @@ std::string request_body(const std::string& api, const std::vector<std::string>&
   return b;
 }
 
+// Candidate metrics holding the tokens the server embedded (TEI names first).
+const char* kTokenMetrics[] = {"te_request_input_length_sum", "te_batch_next_tokens_sum", "te_batch_next_tokens"};
+
+}  // namespace
+
 // Checks a response: HTTP 200, JSON of the expected shape, one embedding per input, every
 // embedding of the same non-zero length. Returns "" when fine, else what was wrong; `tokens` gets
 // OpenAI's usage.prompt_tokens (-1 when absent). simdjson's on-demand API walks the structure
@@ -101,8 +106,8 @@ std::string request_body(const std::string& api, const std::vector<std::string>&
 // ~12,000 floats, and converting them all cost this load generator ~1.5 ms of CPU per answer
 // (7 of the GPU machine's 16 cores at 4,700 answers/s), cores the server under test then lacked.
 // The values themselves are checked against offline output by bench/server_load.py.
-std::string check_response(const std::string& api, const HttpResponse& res, size_t n_inputs,
-                           simdjson::ondemand::parser& parser, long long& tokens) {
+std::string check_response(const std::string& api, const HttpResponse& res, size_t n_inputs, long long& tokens) {
+  thread_local simdjson::ondemand::parser parser;
   tokens = -1;
   if (res.status != 200)
     return "HTTP " + std::to_string(res.status) + ": " + res.body.substr(0, 200);
@@ -135,11 +140,6 @@ std::string check_response(const std::string& api, const HttpResponse& res, size
   }
   return "";
 }
-
-// Candidate metrics holding the tokens the server embedded (TEI names first).
-const char* kTokenMetrics[] = {"te_request_input_length_sum", "te_batch_next_tokens_sum", "te_batch_next_tokens"};
-
-}  // namespace
 
 Value run_remote(const BenchOptions& opt, Value report) {
   if (opt.api != "tei" && opt.api != "openai") throw Error("--api \"" + opt.api + "\": expected tei or openai");
@@ -226,7 +226,6 @@ Value run_remote(const BenchOptions& opt, Value report) {
       for (int w = 0; w < conc; ++w)
         workers.emplace_back([&] {
           HttpConnection c(url, opt.timeout_s);
-          simdjson::ondemand::parser parser;
           std::vector<double> mine;
           for (size_t i; (i = next++) < requests;) {
             const auto texts = texts_of(i);
@@ -236,7 +235,7 @@ Value run_remote(const BenchOptions& opt, Value report) {
             const double a = now_s();
             try {
               HttpResponse res = c.request("POST", opt.api == "tei" ? "/embed" : "/v1/embeddings", body);
-              err = check_response(opt.api, res, texts.size(), parser, tokens);
+              err = check_response(opt.api, res, texts.size(), tokens);
             } catch (const Error& e) {
               err = e.what();
             }

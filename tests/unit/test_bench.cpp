@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "bench/bench.h"
+#include "bench/http_client.h"
 #include "bench/value.h"
 #include "embedkit/profiling.h"
 #include "util/error.h"
@@ -108,4 +110,36 @@ TEST(BenchValue, DumpsOrderedJson) {
   EXPECT_DOUBLE_EQ(v.num("b"), 1.5);
   EXPECT_EQ(v.num("missing", -1), -1);
   EXPECT_TRUE(v.at("nested").flag("ok"));
+}
+
+// Remote mode's answer check (simdjson on-demand: counts values without converting them). It must
+// still catch every shape error a broken server could send.
+TEST(BenchRemote, CheckResponseCatchesWrongShapes) {
+  using bench::HttpResponse;
+  long long tokens = 0;
+  auto check = [&](const std::string& api, int status, const std::string& body, size_t n) {
+    HttpResponse r;
+    r.status = status;
+    r.body = body;
+    return bench::check_response(api, r, n, tokens);
+  };
+  EXPECT_EQ(check("tei", 200, "[[0.5,-1e-3,2],[1,2,3]]", 2), "");
+  EXPECT_EQ(tokens, -1);
+  EXPECT_NE(check("tei", 200, "[[0.5,-1e-3,2],[1,2,3]]", 3).find("2 embeddings for 3 inputs"), std::string::npos);
+  EXPECT_NE(check("tei", 200, "[[1,2,3],[1,2]]", 2).find("row 1: embedding of 2 values"), std::string::npos);
+  EXPECT_NE(check("tei", 200, "[[],[]]", 2).find("row 0: embedding of 0 values"), std::string::npos);
+  EXPECT_NE(check("tei", 200, "[1,2]", 2).find("row 0: no embedding array"), std::string::npos);
+  EXPECT_NE(check("tei", 200, "{\"a\":1}", 1).find("expected a JSON array"), std::string::npos);
+  EXPECT_NE(check("tei", 200, "[[1,2", 1), "");  // truncated
+  EXPECT_NE(check("tei", 200, "not json", 1), "");
+  EXPECT_NE(check("tei", 429, "{\"error\":\"busy\"}", 1).find("HTTP 429"), std::string::npos);
+  const std::string openai =
+      "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[0.1,0.2]},"
+      "{\"object\":\"embedding\",\"index\":1,\"embedding\":[0.3,0.4]}],\"model\":\"m\","
+      "\"usage\":{\"prompt_tokens\":7,\"total_tokens\":7}}";
+  EXPECT_EQ(check("openai", 200, openai, 2), "");
+  EXPECT_EQ(tokens, 7);
+  EXPECT_NE(check("openai", 200, "{\"data\":[{\"embedding\":[1,2]},{\"embedding\":[1]}]}", 2).find("row 1"),
+            std::string::npos);
+  EXPECT_NE(check("openai", 200, "{\"object\":\"list\"}", 1).find("no \"data\" array"), std::string::npos);
 }
