@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "cuda/bert_cuda.h"
+#include "cuda/graph_buckets.h"
 #include "cuda/kernels.cuh"
 #include "util/error.h"
 
@@ -317,7 +318,7 @@ struct BertEncoder::Impl {
 
   // CUDA graphs of whole passes for small batches, keyed by batch shape and staging slot (a graph
   // holds the slot's pinned addresses).
-  static constexpr int kGraphMaxTokens = 16384;
+  static constexpr int kGraphMaxTokens = kGraphBucketMaxTokens;
   static constexpr size_t kMaxGraphs = 256;
   using GraphKey = std::array<int, 7>;  // tokens, sequences, tiles, tile rows, skip|normalize, out dim, slot
   std::map<GraphKey, cudaGraphExec_t> graphs;
@@ -487,64 +488,21 @@ struct BertEncoder::Impl {
     if (timed) EK_CUDA(cudaEventRecord(s.ev[4], stream));
   }
 
-  // Small batches run as CUDA graphs keyed by their shape. A server's small batches rarely repeat
-  // a shape exactly, so they are padded up to a bucket first: tokens to a multiple of Bucket::tokens,
-  // sequences to a multiple of Bucket::seqs (at least one dummy sequence of pad tokens, positions
-  // from 0; each dummy row is computed and dropped), attention tiles to a multiple of
-  // Bucket::tiles (extra tiles start past their sequence's end: no work, no writes). Real rows are
-  // untouched: attention, pooling and LayerNorm are per sequence or per token.
-  // EMBEDKIT_GRAPH_BUCKETS=0 turns it off (exact shapes only). Two tiers: up to 2,048 tokens fine
-  // buckets (under 80 dummy tokens a batch); up to kGraphMaxTokens coarse ones (under 576, ≤ 3.5%
-  // of such a batch) — a loaded server's batches of a few hundred short texts (4k–12k tokens)
-  // took ~0.45 ms of executor host time each when enqueued op by op.
-  // H100, MiniLM server, single-text requests at c64 / c256 / c1024, first tier alone: 25.4k /
-  // 43.1k / 54.6k → 48.3k / 56.4k / 60.2k req/s; the executor's host time per batch 0.85 → 0.27 ms.
-  // The price: a lone 15-token query pads to 16 sequences and 64 tokens, p50 0.175 → 0.196 ms.
-  struct Bucket {
-    int max_tokens, tokens, seqs, tiles;
-  };
-  static constexpr Bucket kBuckets[2] = {{2048, 64, 16, 32}, {16384, 512, 64, 128}};
+  // Small batches run as CUDA graphs keyed by their shape, padded to shape buckets first so
+  // that a server's batches reuse them (cuda/graph_buckets.h). EMBEDKIT_GRAPH_BUCKETS=0 turns the
+  // padding off (exact shapes only).
   bool graph_buckets = true;
   PackedBatch padded;                // the bucketed copy of a small batch (storage reused)
-  int bucket_tiles = 0;              // the tile multiple of padded's bucket
   std::vector<int32_t> padded_skip;  // its pooling skips, 0 for dummy sequences
+  int bucket_tiles = 0;              // the tile multiple of padded's bucket
 
   // The bucketed form of b, or nullptr when b is not padded (too big for a graph, or off).
-  const PackedBatch* bucketed(const PackedBatch& b) {
-    const int Tn = int(b.tokens()), S = int(b.sequences());
-    // Also without graphs (EMBEDKIT_CUDA_GRAPHS=0, profiling): the same batch gives the same GEMM
-    // shapes, so the same numbers, whether it is replayed or enqueued op by op.
-    if (!graph_buckets || Tn > kGraphMaxTokens) return nullptr;
-    auto up = [](int x, int m) { return (x + m - 1) / m * m; };
-    int Sb = 0, dummies = 0, Tb = 0;
-    bucket_tiles = 0;
-    for (const Bucket& k : kBuckets) {  // the finest tier the padded batch fits
-      Sb = up(S + 1, k.seqs), dummies = Sb - S, Tb = up(Tn + dummies, k.tokens);
-      // Dummies of at most kShortSeqMax tokens, so that they never change the attention shape.
-      while ((Tb - Tn + dummies - 1) / dummies > kShortSeqMax)
-        Sb += k.seqs, dummies = Sb - S, Tb = up(Tn + dummies, k.tokens);
-      if (Tb <= k.max_tokens) {
-        bucket_tiles = k.tiles;
-        break;
-      }
-    }
-    if (!bucket_tiles) return nullptr;
-    padded.ids.assign(b.ids.begin(), b.ids.end());
-    padded.type_ids.assign(b.type_ids.begin(), b.type_ids.end());
-    padded.positions.assign(b.positions.begin(), b.positions.end());
-    padded.cu_seqlens.assign(b.cu_seqlens.begin(), b.cu_seqlens.end());
-    // The Tb − Tn pad tokens spread evenly: each dummy 1…kShortSeqMax tokens.
-    const int pad = Tb - Tn;
-    for (int k = 0; k < dummies; ++k) {
-      const int len = pad / dummies + (k < pad % dummies ? 1 : 0);
-      for (int p = 0; p < len; ++p) {
-        padded.ids.push_back(0);
-        padded.type_ids.push_back(0);
-        padded.positions.push_back(p);
-      }
-      padded.cu_seqlens.push_back(int32_t(padded.ids.size()));
-    }
-    return &padded;
+  // Also without graphs (EMBEDKIT_CUDA_GRAPHS=0, profiling): the same batch gives the same GEMM
+  // shapes, so the same numbers, whether it is replayed or enqueued op by op.
+  const PackedBatch* bucketed(const PackedBatch& b, const std::vector<int32_t>& skip) {
+    if (!graph_buckets) return nullptr;
+    bucket_tiles = pad_to_bucket(b, skip, kShortSeqMax, padded, padded_skip);
+    return bucket_tiles ? &padded : nullptr;
   }
 
   // Stages the batch in a free slot and queues its whole pass; returns without waiting.
@@ -562,12 +520,8 @@ struct BertEncoder::Impl {
       return s.ticket = ++next_ticket;
     }
     const int S_real = int(real.sequences());
-    const PackedBatch* bp = bucketed(real);
+    const PackedBatch* bp = bucketed(real, real_skip);
     const PackedBatch& b = bp ? *bp : real;
-    if (bp && !real_skip.empty()) {
-      padded_skip.assign(real_skip.begin(), real_skip.end());
-      padded_skip.resize(size_t(b.sequences()), 0);
-    }
     const std::vector<int32_t>& skip = bp && !real_skip.empty() ? padded_skip : real_skip;
     const int Tn = int(b.tokens()), S = int(b.sequences());
     const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;

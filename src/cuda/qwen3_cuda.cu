@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "cuda/decoder_kernels.cuh"
+#include "cuda/graph_buckets.h"
 #include "cuda/kernels.cuh"
 #include "cuda/qwen3_cuda.h"
 #include "ops/decoder_ops.h"
@@ -128,12 +129,16 @@ struct Qwen3Encoder::Impl {
 
   // CUDA graphs of whole passes for small batches (launch-bound: 28 layers × 9 launches), keyed
   // by batch shape; a shape is captured the second time it is seen (as BertEncoder does).
-  static constexpr int kGraphMaxTokens = 2048;
+  // Batches are padded to shape buckets first (cuda/graph_buckets.h) so that a server's small
+  // batches reuse the graphs; EMBEDKIT_GRAPH_BUCKETS=0: exact shapes only.
+  static constexpr int kGraphMaxTokens = kGraphBucketMaxTokens;
   static constexpr size_t kMaxGraphs = 256;
   using GraphKey = std::array<int, 6>;  // tokens, sequences, tiles, tile rows, pooling|skip|normalize, out dim
   std::map<GraphKey, cudaGraphExec_t> graphs;
   std::set<GraphKey> seen_shapes;
-  bool graphs_enabled = true;
+  bool graphs_enabled = true, graph_buckets = true;
+  PackedBatch padded;                // the bucketed copy of a small batch (storage reused)
+  std::vector<int32_t> padded_skip;  // its pooling skips, 0 for dummy sequences
 
   template <typename T>
   void load(const Qwen3Weights& w) {
@@ -271,9 +276,14 @@ struct Qwen3Encoder::Impl {
   }
 
   template <typename T>
-  void run(const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip, bool normalize,
+  void run(const PackedBatch& real, const PoolingConfig& pc, const std::vector<int32_t>& real_skip, bool normalize,
            float* out) {
     const Dims D(cfg);
+    const int S_real = int(real.sequences());
+    // Also without graphs (EMBEDKIT_CUDA_GRAPHS=0, profiling): the same padded batch, the same numbers.
+    const int bucket_tiles = graph_buckets ? pad_to_bucket(real, real_skip, kShortSeqMax, padded, padded_skip) : 0;
+    const PackedBatch& b = bucket_tiles ? padded : real;
+    const std::vector<int32_t>& skip = bucket_tiles && !real_skip.empty() ? padded_skip : real_skip;
     const int Tn = int(b.tokens()), S = int(b.sequences());
     int max_len = 0;
     for (int s = 0; s < S; ++s) max_len = std::max(max_len, b.cu_seqlens[size_t(s) + 1] - b.cu_seqlens[size_t(s)]);
@@ -283,6 +293,8 @@ struct Qwen3Encoder::Impl {
     for (int32_t p : b.positions) EK_CHECK(p >= 0 && p < rope_positions, "position out of range");
     const int tile_rows = attention_tile_rows(max_len, D.dh);
     make_attention_tiles(b.cu_seqlens.data(), S, tile_rows, /*causal=*/true, tiles);
+    if (bucket_tiles)  // pad with tiles that start past the end of the last dummy: no work, no writes
+      while (tiles.size() % size_t(bucket_tiles)) tiles.push_back({S - 1, 1 << 20});
     const int modes = int(pc.cls) + int(pc.max) + int(pc.mean) + int(pc.mean_sqrt_len) + int(pc.weighted_mean) +
                       int(pc.last_token);
     EK_CHECK(modes > 0, "no pooling mode");
@@ -342,7 +354,7 @@ struct Qwen3Encoder::Impl {
       enqueue<T>(Tn, S, pc, !skip.empty(), normalize, off, int(tiles.size()), tile_rows, out_dim, true);
     }
     EK_CUDA(cudaStreamSynchronize(stream));
-    std::copy(h_pooled, h_pooled + size_t(S) * out_dim, out);
+    std::copy(h_pooled, h_pooled + size_t(S_real) * out_dim, out);  // the dummies' rows are dropped
     times = PhaseTimes{};
     if (exec) {  // a graph replay is timed as a whole
       cudaEventElapsedTime(&times.forward, ev[0], ev[4]);
@@ -392,6 +404,8 @@ Qwen3Encoder::Qwen3Encoder(const TransformerConfig& cfg, const Qwen3Weights& w, 
   m.profile_ops = prof && std::string(prof) == "1";
   const char* graphs = std::getenv("EMBEDKIT_CUDA_GRAPHS");
   m.graphs_enabled = !(graphs && std::string(graphs) == "0");
+  const char* buckets = std::getenv("EMBEDKIT_GRAPH_BUCKETS");
+  m.graph_buckets = !(buckets && std::string(buckets) == "0");
   if (p == Precision::F16) m.load<__half>(w);
   else m.load<__nv_bfloat16>(w);
   // RoPE table for every position the model accepts (32,768 × 64 × 2 floats = 16 MB for 0.6B),
