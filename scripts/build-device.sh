@@ -11,9 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBEDKIT_NATIVE=OFF -DEMBEDKIT_CUDA=on \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DEMBEDKIT_TESTS=ON >/dev/null
-ninja -C build-device -j2 embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests
+ninja -C build-device -j2 embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests embedkit_lt_search
 rm -rf .device && mkdir -p .device/bin .device/lib .device/tokenizer
-for b in embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests; do
+for b in embedkit embedkit_cuda_tests embedkit_gpu_bench embedkit_unit_tests embedkit_lt_search; do
   cp build-device/$b .device/bin/ && strip .device/bin/$b
 done
 for lib in $(ldd build-device/embedkit | awk '/=>/ {print $3}' | grep -E "openblas|simdjson|utf8proc|gfortran|quadmath|gomp"); do
