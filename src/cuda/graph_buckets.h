@@ -8,11 +8,12 @@
 // sequence's end (no work, no writes). Each dummy row is computed and dropped; real rows are
 // untouched, since attention, pooling and the norms are per sequence or per token.
 // Two tiers: up to 2,048 tokens fine buckets (under 80 dummy tokens a batch); up to 16,384 coarse
-// ones (under 576 dummy tokens, ≤ 3.5% of such a batch). Measured on the H100 (MiniLM server,
-// docs/benchmarks.md): the first tier took single-text requests at c64 from 25.4k to 48.3k/s (the
-// executor's host time per batch 0.85 → 0.27 ms), the second the host time per batch of a loaded
-// server (a few hundred texts) 0.43 → 0.22 ms; a lone 15-token query now pads to 16 sequences and
-// 64 tokens (batch-1 p50 0.175 → 0.196 ms).
+// ones (at most 583 dummy tokens, ~290 on average: 14% of a batch just over 2,048 tokens, 2% of
+// one of 16,384; small batches are bound by host time, not by the device). Measured on the H100
+// (MiniLM server, docs/benchmarks.md): the first tier took single-text requests at c64 from 25.4k
+// to 48.3k/s (the executor's host time per batch 0.85 → 0.27 ms), the second the host time per
+// batch of a loaded server (a few hundred texts) 0.43 → 0.22 ms; a lone 15-token query now pads to
+// 16 sequences and 64 tokens (batch-1 p50 0.175 → 0.196 ms).
 #pragma once
 
 #include <cstdint>
