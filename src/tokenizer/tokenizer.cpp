@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/flat_vocab.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/json.h"
@@ -251,7 +252,7 @@ class SequencePreTokenizer final : public PreTokenizer {
 // than max_input_chars_per_word chars, becomes a single unk token.
 class WordPiece final : public TokenModel {
  public:
-  Vocab vocab;  // the model's own vocabulary (added tokens are matched before the model runs)
+  FlatVocab vocab;  // the model's own vocabulary (added tokens are matched before the model runs)
   int32_t unk_id = 0;
   std::string prefix = "##";
   size_t max_chars = 100;
@@ -275,19 +276,15 @@ class WordPiece final : public TokenModel {
     }
     pos[n] = uint32_t(word.size());
     size_t first = out.ids.size();
-    std::string cand;
     size_t start = 0;
     while (start < n) {
       size_t stop = n;
       int32_t found = -1;
-      const size_t prefix_bytes = start > 0 ? prefix.size() : 0;
+      const std::string_view pre = start > 0 ? std::string_view(prefix) : std::string_view();
       while (stop > start) {
-        if (prefix_bytes + (pos[stop] - pos[start]) <= max_token_bytes) {
-          cand.clear();
-          if (start > 0) cand += prefix;
-          cand.append(word, pos[start], pos[stop] - pos[start]);
-          auto it = vocab.find(std::string_view(cand));
-          if (it != vocab.end()) { found = it->second; break; }
+        if (pre.size() + (pos[stop] - pos[start]) <= max_token_bytes) {
+          found = vocab.find(pre, std::string_view(word).substr(pos[start], pos[stop] - pos[start]));
+          if (found >= 0) break;
         }
         --stop;
       }
@@ -314,9 +311,9 @@ std::unique_ptr<TokenModel> parse_wordpiece(const Element& model, const std::str
     vocab_out.emplace(std::string(k), int32_t(v.get_int64().value_unsafe()));
   }
   auto wp = std::make_unique<WordPiece>();
-  wp->vocab = vocab_out;
+  wp->vocab.build(vocab_out);
   wp->max_token_bytes = 0;
-  for (const auto& [k, v] : wp->vocab) wp->max_token_bytes = std::max(wp->max_token_bytes, k.size());
+  for (const auto& [k, v] : vocab_out) wp->max_token_bytes = std::max(wp->max_token_bytes, k.size());
   std::string unk = json::opt_string(model, "unk_token", what + ": model").value_or("[UNK]");
   wp->prefix = json::opt_string(model, "continuing_subword_prefix", what + ": model").value_or("##");
   auto mc = json::opt_int(model, "max_input_chars_per_word", what + ": model").value_or(100);
@@ -565,7 +562,22 @@ static void split_on_added(const NormalizedText& t, const std::vector<AddedToken
                            const std::vector<std::vector<int32_t>>& added_cps, bool normalized_pass,
                            std::vector<std::pair<uint32_t, uint32_t>>& pieces, std::vector<int32_t>& ids) {
   uint32_t n = uint32_t(t.size()), last = 0, i = 0;
+  // First code points of this pass's added tokens: most positions start none (BERT's all start
+  // with '['), and are skipped with one test instead of a loop over the added tokens.
+  uint64_t ascii_first[2] = {0, 0};
+  std::vector<int32_t> other_first;
+  for (size_t k = 0; k < added.size(); ++k) {
+    if (added[k].normalized != normalized_pass || added_cps[k].empty()) continue;
+    const int32_t c = added_cps[k][0];
+    if (c >= 0 && c < 128) ascii_first[c / 64] |= uint64_t(1) << (c % 64);
+    else other_first.push_back(c);
+  }
+  auto may_start = [&](int32_t c) {
+    if (c >= 0 && c < 128) return (ascii_first[c / 64] >> (c % 64) & 1) != 0;
+    return std::find(other_first.begin(), other_first.end(), c) != other_first.end();
+  };
   while (i < n) {
+    if (!may_start(t[i].cp)) { ++i; continue; }
     int best = -1;
     size_t best_len = 0;
     for (size_t k = 0; k < added.size(); ++k) {

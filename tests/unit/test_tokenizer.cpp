@@ -2,6 +2,11 @@
 // on real text lives in tests/integration/test_tokenizer_parity.py).
 #include <gtest/gtest.h>
 
+#include <random>
+#include <string>
+#include <unordered_map>
+
+#include "tokenizer/flat_vocab.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
@@ -206,4 +211,35 @@ TEST(BytePairEncoding, UnsupportedSettingsAreNamed) {
   std::string bad_regex = j;
   bad_regex.replace(bad_regex.find("\\\\s+(?!"), 3, "(((");
   expect_error(bad_regex, "cannot compile regex");
+}
+
+// FlatVocab (WordPiece's lookup table) against std::unordered_map: every key found with its id,
+// whether asked whole or as prefix + rest; absent strings (near misses included) not found.
+TEST(Tokenizer, FlatVocabAgreesWithAMap) {
+  std::mt19937 rng(5);
+  const std::string alphabet = "abcdefgh#\xc3\xa9";  // includes '#' and the bytes of "é"
+  auto random_string = [&](size_t max_len) {
+    std::string s(1 + rng() % max_len, ' ');
+    for (auto& c : s) c = alphabet[rng() % alphabet.size()];
+    return s;
+  };
+  std::unordered_map<std::string, int32_t> map;
+  while (map.size() < 5000) map.emplace(random_string(12), int32_t(map.size()));
+  map.emplace("##", 5000);
+  embedkit::FlatVocab flat;
+  flat.build(map);
+  for (const auto& [k, id] : map) {
+    ASSERT_EQ(flat.find({}, k), id) << k;
+    for (size_t cut = 0; cut <= k.size(); ++cut)
+      ASSERT_EQ(flat.find(std::string_view(k).substr(0, cut), std::string_view(k).substr(cut)), id) << k << " cut " << cut;
+  }
+  size_t absent = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const std::string s = random_string(14);
+    const auto it = map.find(s);
+    ASSERT_EQ(flat.find("", s), it == map.end() ? -1 : it->second) << s;
+    absent += it == map.end();
+  }
+  EXPECT_GT(absent, 100000u);
+  EXPECT_EQ(flat.find("", ""), -1);
 }
