@@ -179,7 +179,8 @@ for l in sys.stdin:
           # SERVE_ARGS: more server flags. SERVE_SERVER_CPUS / SERVE_CLIENT_CPUS (taskset lists, e.g. 0-9 and 10-15): server and load
           # generator on disjoint cores, as if the client ran elsewhere (the server sizes its pools
           # from its affinity mask).
-          ${SERVE_SERVER_CPUS:+taskset -c $SERVE_SERVER_CPUS} $D/bin/embedkit serve -m $M/$mname --device cuda --port 18081 --log-level warn --http-threads $ht ${SERVE_ARGS:-} \
+          # SERVE_BIN: another server binary (an A/B against an earlier build in the same call).
+          ${SERVE_SERVER_CPUS:+taskset -c $SERVE_SERVER_CPUS} ${SERVE_BIN:-$D/bin/embedkit} serve -m $M/$mname --device cuda --port 18081 --log-level warn --http-threads $ht ${SERVE_ARGS:-} \
             > "$OUT/servecpp_${mname}_$ht.log" 2>&1 &
           spid=$!
           for _ in $(seq 300); do curl -sf localhost:18081/health >/dev/null && break; sleep 0.1; done

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "pipeline/engine.h"
@@ -85,6 +86,9 @@ int serve(ServeArgs& a) {
   bo.max_wait = std::chrono::microseconds(int64_t(a.max_wait_ms * 1000));
   bo.max_inputs = a.service.max_concurrent_inputs;
   bo.deliver = [&service](std::function<void()> fn) { service.post(std::move(fn)); };
+  // EMBEDKIT_DELIVER_TASKS=n overrides the cap (0: none), for measuring.
+  const char* dt = std::getenv("EMBEDKIT_DELIVER_TASKS");
+  bo.deliver_tasks = dt ? size_t(std::max(0, std::atoi(dt))) : size_t(a.service.tokenization_workers);
   server::Metrics& m = service.metrics();
   Batcher batcher(engine, bo, [&m](size_t inputs, size_t tokens, double s) {
     m.batch_inference_count++;

@@ -2,6 +2,7 @@
 #include "scheduler/batcher.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -270,13 +271,19 @@ void Batcher::executor_loop() {
     // its observer and the timings it fills go away), so the batch must be accounted before.
     if (on_batch_) on_batch_(n, batch.tokens, secs);
     if (opt_.deliver) {
-      // One pool task per ~8 inputs of finished jobs: eight single-text jobs share a task (one
-      // hand-over instead of eight), a 32-text job gets its own (its answer's formatting is the
-      // task's work: several such jobs in one task would format one after another).
+      // One pool task per ~8 inputs of finished jobs (eight single-text jobs share a task: one
+      // hand-over instead of eight; a 32-text job gets its own, its answer's formatting being the
+      // task's work), but no more tasks than BatcherOptions::deliver_tasks: past the pool's
+      // threads, more tasks only add hand-overs to the executor's serial time.
+      size_t total = 0;
+      for (const auto& j : done) total += j->inputs.size();
       constexpr size_t kInputsPerTask = 8;
+      const size_t tasks = std::max<size_t>(1, std::min((total + kInputsPerTask - 1) / kInputsPerTask,
+                                                        opt_.deliver_tasks ? opt_.deliver_tasks : SIZE_MAX));
+      const size_t per_task = (total + tasks - 1) / tasks;  // inputs per task
       for (size_t i = 0; i < done.size();) {
         size_t end = i, inputs = 0;
-        while (end < done.size() && inputs < kInputsPerTask) inputs += done[end++]->inputs.size();
+        while (end < done.size() && inputs < per_task) inputs += done[end++]->inputs.size();
         auto chunk = std::make_shared<std::vector<std::shared_ptr<EmbedJob>>>(done.begin() + ptrdiff_t(i),
                                                                               done.begin() + ptrdiff_t(end));
         i = end;
