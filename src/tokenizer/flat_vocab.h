@@ -46,8 +46,10 @@ class FlatVocab {
     for (size_t i = h & mask_;; i = (i + 1) & mask_) {
       const Slot& s = slots_[i];
       if (s.id < 0) return -1;
-      if (s.tag == tag && s.len == len && std::memcmp(arena_.data() + s.off, prefix.data(), prefix.size()) == 0 &&
-          std::memcmp(arena_.data() + s.off + prefix.size(), piece.data(), piece.size()) == 0)
+      // (memcmp of an empty view is skipped: its data() may be null, which memcmp must not get)
+      if (s.tag == tag && s.len == len &&
+          (prefix.empty() || std::memcmp(arena_.data() + s.off, prefix.data(), prefix.size()) == 0) &&
+          (piece.empty() || std::memcmp(arena_.data() + s.off + prefix.size(), piece.data(), piece.size()) == 0))
         return s.id;
     }
   }
