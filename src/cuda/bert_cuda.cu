@@ -533,7 +533,7 @@ struct BertEncoder::Impl {
     for (int q = 0; q < S; ++q)
       for (int r = 0; r < b.cu_seqlens[size_t(q) + 1] - b.cu_seqlens[size_t(q)]; r += tile_rows) tiles.push_back({q, r});
     if (bp)  // bucketed: pad with tiles that start past the end of the last (1-token or longer) dummy
-      while (tiles.size() % size_t(bucket_tiles)) tiles.push_back({S - 1, 1 << 20});
+      pad_tiles(tiles, S, bucket_tiles);
     const int modes = int(pc.cls) + int(pc.max) + int(pc.mean) + int(pc.mean_sqrt_len) + int(pc.weighted_mean) +
                       int(pc.last_token);
     const int out_dim = modes * d;

@@ -68,4 +68,12 @@ inline int pad_to_bucket(const PackedBatch& b, const std::vector<int32_t>& skip,
   return tiles;
 }
 
+// Pads a bucketed batch's attention tiles (sequence, first query row) to a multiple of `multiple`
+// (pad_to_bucket's result) with tiles that start past the end of the last sequence, a dummy:
+// they load nothing and write nothing.
+template <class Tile>
+void pad_tiles(std::vector<Tile>& tiles, int sequences, int multiple) {
+  while (tiles.size() % size_t(multiple)) tiles.push_back({sequences - 1, 1 << 20});
+}
+
 }  // namespace embedkit::cuda

@@ -294,7 +294,7 @@ struct Qwen3Encoder::Impl {
     const int tile_rows = attention_tile_rows(max_len, D.dh);
     make_attention_tiles(b.cu_seqlens.data(), S, tile_rows, /*causal=*/true, tiles);
     if (bucket_tiles)  // pad with tiles that start past the end of the last dummy: no work, no writes
-      while (tiles.size() % size_t(bucket_tiles)) tiles.push_back({S - 1, 1 << 20});
+      pad_tiles(tiles, S, bucket_tiles);
     const int modes = int(pc.cls) + int(pc.max) + int(pc.mean) + int(pc.mean_sqrt_len) + int(pc.weighted_mean) +
                       int(pc.last_token);
     EK_CHECK(modes > 0, "no pooling mode");

@@ -8,6 +8,7 @@
 // and the piece), so no candidate string is built.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -18,17 +19,17 @@ namespace embedkit {
 
 class FlatVocab {
  public:
-  template <class Map>  // any iterable of (std::string key, int32_t id) pairs
+  template <class Map>  // a map of std::string key → int32_t id ≥ 0
   void build(const Map& entries) {
-    size_t n = 0;
-    for (const auto& e : entries) n += 1, (void)e;
     size_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
+    while (cap < 2 * entries.size()) cap *= 2;
     slots_.assign(cap, Slot{0, 0, 0, -1});
     mask_ = cap - 1;
     filter_.assign(kFilterWords, 0);
     arena_.clear();
+    max_len_ = 0;
     for (const auto& [key, id] : entries) {
+      max_len_ = std::max(max_len_, key.size());
       const uint64_t h = hash({}, key);
       size_t i = h & mask_;
       while (slots_[i].id >= 0) i = (i + 1) & mask_;
@@ -38,8 +39,10 @@ class FlatVocab {
     }
   }
 
-  // The id of prefix + piece, or -1.
+  // The id of prefix + piece, or -1. Candidates longer than the longest key are rejected before
+  // hashing (the longest-match loop starts with the whole word, however long).
   int32_t find(std::string_view prefix, std::string_view piece) const {
+    if (prefix.size() + piece.size() > max_len_) return -1;
     const uint64_t h = hash(prefix, piece);
     if (!in_filter(h)) return -1;
     const uint32_t tag = uint32_t(h >> 32), len = uint32_t(prefix.size() + piece.size());
@@ -85,7 +88,7 @@ class FlatVocab {
   }
 
   std::vector<Slot> slots_;
-  size_t mask_ = 0;
+  size_t mask_ = 0, max_len_ = 0;
   std::vector<uint64_t> filter_;
   std::string arena_;
 };

@@ -1,7 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <fstream>
 #include <sstream>
 
@@ -256,9 +255,6 @@ class WordPiece final : public TokenModel {
   int32_t unk_id = 0;
   std::string prefix = "##";
   size_t max_chars = 100;
-  // Bytes of the longest vocabulary entry: a longer candidate cannot match, so the longest-match
-  // loop skips it without hashing (a long word used to cost a miss per extra character).
-  size_t max_token_bytes = SIZE_MAX;
 
   void tokenize(const NormalizedText& t, uint32_t begin, uint32_t end, Encoding& out) const override {
     size_t n = end - begin;
@@ -282,10 +278,8 @@ class WordPiece final : public TokenModel {
       int32_t found = -1;
       const std::string_view pre = start > 0 ? std::string_view(prefix) : std::string_view();
       while (stop > start) {
-        if (pre.size() + (pos[stop] - pos[start]) <= max_token_bytes) {
-          found = vocab.find(pre, std::string_view(word).substr(pos[start], pos[stop] - pos[start]));
-          if (found >= 0) break;
-        }
+        found = vocab.find(pre, std::string_view(word).substr(pos[start], pos[stop] - pos[start]));
+        if (found >= 0) break;
         --stop;
       }
       if (found < 0) {
@@ -312,8 +306,6 @@ std::unique_ptr<TokenModel> parse_wordpiece(const Element& model, const std::str
   }
   auto wp = std::make_unique<WordPiece>();
   wp->vocab.build(vocab_out);
-  wp->max_token_bytes = 0;
-  for (const auto& [k, v] : vocab_out) wp->max_token_bytes = std::max(wp->max_token_bytes, k.size());
   std::string unk = json::opt_string(model, "unk_token", what + ": model").value_or("[UNK]");
   wp->prefix = json::opt_string(model, "continuing_subword_prefix", what + ": model").value_or("##");
   auto mc = json::opt_int(model, "max_input_chars_per_word", what + ": model").value_or(100);
