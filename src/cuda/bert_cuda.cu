@@ -28,6 +28,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "cuda/attention_wgmma.h"
 #include "cuda/bert_cuda.h"
 #include "cuda/graph_buckets.h"
 #include "cuda/kernels.cuh"
@@ -94,11 +95,41 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 // Head dim 128: see Shapes128 below.
 constexpr int kLongShapesCount = 5;
 static int testing_shape_override = -1;
+static int testing_wgmma_override = -1;
+
+// On Hopper (compute capability 9.0) EMBEDKIT_ATTN_WGMMA=1 runs the default long shape as the
+// wgmma kernel (attention_wgmma.cu) for bidirectional attention at head dims 32 and 64. Off by
+// default: slower than the mma.sync kernel so far (H100, long workload, attention ms MiniLM-L6 /
+// BERT-base: 30.5 / 125 vs 24.8 / 93; docs/benchmarks.md, "wgmma attention").
+static bool wgmma_attention_usable() {
+  static const bool usable = [] {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+      return false;
+    return major == 9 && minor == 0 && wgmma_attention_loadable();
+  }();
+  return usable;
+}
+static bool wgmma_attention_selected() {
+  static const bool by_env = [] {
+    const char* e = std::getenv("EMBEDKIT_ATTN_WGMMA");
+    return e && std::string(e) == "1";
+  }();
+  const bool want = testing_wgmma_override >= 0 ? testing_wgmma_override == 1 : by_env;
+  return want && wgmma_attention_usable();
+}
 namespace testing {
 int attention_shape_count() { return kLongShapesCount; }
 void set_attention_shape(int i) {
   EK_CHECK(i >= -1 && i < kLongShapesCount);
   testing_shape_override = i;
+}
+bool attention_wgmma_available() { return wgmma_attention_usable(); }
+void set_attention_wgmma(int on) {
+  EK_CHECK(on >= -1 && on <= 1);
+  testing_wgmma_override = on;
 }
 }  // namespace testing
 namespace {
@@ -194,6 +225,11 @@ void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const 
   const auto all = std::make_index_sequence<kLongShapes>();
   const bool short_tiles = tile_rows == 16;
   EK_CHECK(short_tiles || tile_rows == attention_tile_rows(kShortSeqMax + 1, dh));
+  if ((dh == 32 || dh == 64) && !short_tiles && !causal && selected_long_shape() == 0 && wgmma_attention_selected()) {
+    static_assert(kWgmmaAttentionRows == FlashShape<32, 4, 2, 64, 3, 0>::rows, "same tiles as long shape 0");
+    launch_attention_wgmma<T>(dh, qkv, cu, tiles, n_tiles, H, KV, scale_log2, out, stream);
+    return;
+  }
   switch (dh) {
     case 32:
       if (short_tiles) launch_flash<T, ShortShape<32>>(qkv, cu, tiles, n_tiles, H, KV, scale_log2, causal, out, stream);

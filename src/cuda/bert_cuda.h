@@ -116,4 +116,8 @@ std::vector<float> pool(const std::vector<float>& hidden, int d, const std::vect
 // which one the next calls use (-1: the default, or EMBEDKIT_ATTN_SHAPE).
 int attention_shape_count();
 void set_attention_shape(int i);
+// Whether the default shape can run as the Hopper wgmma kernel on this GPU, and a switch for it
+// (-1: EMBEDKIT_ATTN_WGMMA, default off; 0: mma.sync kernel; 1: wgmma where available).
+bool attention_wgmma_available();
+void set_attention_wgmma(int on);
 }  // namespace embedkit::cuda::testing

@@ -4,7 +4,9 @@
 // ‖gpu − cpu‖ / ‖cpu‖ (fp16 ~1e-3, bf16 ~1e-2). Runs only where a GPU is present (device tool).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -162,10 +164,15 @@ TEST_P(CudaOps, VarlenAttention) {
   const std::vector<std::vector<int32_t>> batches = {{0, 1},           {0, 1, 2, 3},   {0, 17, 18, 82, 147, 659},
                                                      {0, 512},         {0, 64, 128},   {0, 65, 66},
                                                      {0, 5, 40, 104},  {0, 1, 513, 1025, 1154}};
+  // Shape "-1" is shape 0 run by the Hopper wgmma kernel (bidirectional only; on other GPUs the
+  // mma.sync kernel again).
+  const bool wgmma = cuda::testing::attention_wgmma_available();
+  if (!wgmma) std::printf("note: no Hopper GPU: the wgmma attention kernel is not exercised\n");
   for (int dh : {32, 64, 128}) {
     const int shapes = dh == 128 ? 1 : cuda::testing::attention_shape_count();
-    for (int shape = 0; shape < shapes; ++shape) {
-      cuda::testing::set_attention_shape(shape);
+    for (int shape = dh == 128 ? 0 : -1; shape < shapes; ++shape) {
+      cuda::testing::set_attention_shape(std::max(shape, 0));
+      cuda::testing::set_attention_wgmma(shape < 0 ? 1 : 0);
       for (bool causal : {false, true}) {
         for (const auto& cu : batches) {
           const int H = 4;
@@ -179,6 +186,7 @@ TEST_P(CudaOps, VarlenAttention) {
       }
     }
     cuda::testing::set_attention_shape(-1);
+    cuda::testing::set_attention_wgmma(-1);
   }
 }
 
