@@ -15,7 +15,7 @@ python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g;
 [ -f $M/$name/model.safetensors ] || python3 bench/make_random_model.py --preset $preset --tokenizer-from $D/tokenizer --out $M/$name >/dev/null
 run="$D/bin/embedkit_gpu_bench --model $M/$name --ids /tmp/ids_ncu_long.bin --budgets 65536 --reps 1"
 $NCU -k regex:${KREGEX:-wgmma_attention} --launch-skip 10 --launch-count 1 --section WarpStateStats --section SourceCounters \
-  --section SpeedOfLight -o $OUT/source_$name $run > /dev/null 2>&1
+  --section SpeedOfLight -o $OUT/source_$name $run > $OUT/ncu_source_$name.log 2>&1 || tail -5 $OUT/ncu_source_$name.log
 $NCU --import $OUT/source_$name.ncu-rep --page details 2>/dev/null | grep -E "Duration|Registers Per|Theoretical Occ|Achieved Occ" | tr -s ' '
 $NCU --import $OUT/source_$name.ncu-rep --page source --csv --print-source sass > $OUT/source_$name.csv 2>&1
 python3 - $OUT/source_$name.csv <<'PY'
