@@ -5,15 +5,9 @@
 # Prints one compact line per kernel (attention, then each GEMM of a layer) and the attention
 # kernel's top stall reasons; full reports go to $OUT/ncu_<model>_*.txt.
 set -uo pipefail
-source "$(dirname "$0")/device-env.sh"
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
-M=/tmp/ek-models
-mkdir -p $M
-python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['long']; g.write_ids('/tmp/ids_ncu_long.bin', g.make_ids(n, lo, hi, 3))"
+source "$(dirname "$0")/ncu-env.sh"
 for name in ${NCU_MODELS:-minilm bge}; do
-  preset=$name; [ $name = bge ] && preset=bge-base
-  [ -f $M/$name/model.safetensors ] || python3 bench/make_random_model.py --preset $preset --tokenizer-from $D/tokenizer --out $M/$name >/dev/null
+  ncu_model $name
   run="$D/bin/embedkit_gpu_bench --model $M/$name --ids /tmp/ids_ncu_long.bin --budgets 65536 --reps 1"
   # The attention kernel: full sections for the stall reasons.
   $NCU -k regex:flash_attention --launch-skip 20 --launch-count 1 --section SpeedOfLight --section WarpStateStats \

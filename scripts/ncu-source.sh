@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
 # Nsight Compute on the device machine: where one kernel's warps stall, per SASS instruction.
 # Profiles one launch of the kernel matching KREGEX (default: the wgmma attention kernel) in a
-# 64k-token batch of the long workload of MODEL (minilm | bge), then prints the top stall reasons
-# and every instruction holding ≥ 1.2% of the stall samples, with the two before it.
+# 64k-token batch of the long workload of MODEL (minilm | bge), then prints its duration,
+# registers and occupancy, and every SASS instruction holding ≥ 1.2% of the warp stall samples
+# (with the running total and the two instructions before it); the report and the per-instruction
+# CSV (stall reasons per instruction) stay in $OUT.
 # Usage (device, carry .device): KREGEX=flash_attention MODEL=bge bash scripts/ncu-source.sh
 set -uo pipefail
-source "$(dirname "$0")/device-env.sh"
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
-M=/tmp/ek-models
-mkdir -p $M
-name=${MODEL:-minilm}; preset=$name; [ $name = bge ] && preset=bge-base
-python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['long']; g.write_ids('/tmp/ids_ncu_long.bin', g.make_ids(n, lo, hi, 3))"
-[ -f $M/$name/model.safetensors ] || python3 bench/make_random_model.py --preset $preset --tokenizer-from $D/tokenizer --out $M/$name >/dev/null
+source "$(dirname "$0")/ncu-env.sh"
+name=${MODEL:-minilm}
+ncu_model $name
 run="$D/bin/embedkit_gpu_bench --model $M/$name --ids /tmp/ids_ncu_long.bin --budgets 65536 --reps 1"
 $NCU -k regex:${KREGEX:-wgmma_attention} --launch-skip 10 --launch-count 1 --section WarpStateStats --section SourceCounters \
   --section SpeedOfLight -o $OUT/source_$name $run > $OUT/ncu_source_$name.log 2>&1 || tail -5 $OUT/ncu_source_$name.log

@@ -262,17 +262,7 @@ __global__ void __launch_bounds__(256, MIN_CTAS)
       mx[0] = fmaxf(mx[0], fmaxf(s[4 * j], s[4 * j + 1]));
       mx[1] = fmaxf(mx[1], fmaxf(s[4 * j + 2], s[4 * j + 3]));
     }
-    // Lazy rescaling, as in flash_attention_kernel: the shift m moves only when a row's max
-    // grows by more than 2^8 in exp2 units.
-    constexpr float kRescaleLog2 = 8.f;
-    bool grow = false;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      grow |= (mx[i] - m_run[i]) * scale_log2 > kRescaleLog2;  // first tile: m = -inf grows
-    }
-    rescale = __any_sync(0xffffffffu, grow);
+    rescale = rows_max_grew(mx, m_run, scale_log2);  // lazy rescaling (kernels.cuh)
     if (rescale) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {

@@ -496,6 +496,25 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// Online-softmax step shared by the attention kernels. mx[i]: this thread's max of row i (its
+// rows g and g+8) over the new key tile; becomes the row's max across the quad holding it.
+// Returns (warp-uniform) whether any row of the warp must move its running max m_run.
+// Lazy rescaling: the running max m (the shift of the exponentials) moves only when some row's
+// max grew by more than 2^kRescaleLog2 in exp2 units. Until then P = exp2(s·c − m·c) stays ≤ 2^8
+// (fine in fp16/bf16, and O and the row sums accumulate in fp32) and O / rowsum is the same
+// softmax (shift-invariant), so the rescale of O and the row sums is skipped on most tiles.
+__device__ __forceinline__ bool rows_max_grew(float (&mx)[2], const float (&m_run)[2], float scale_log2) {
+  constexpr float kRescaleLog2 = 8.f;
+  bool grow = false;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+    grow |= (mx[i] - m_run[i]) * scale_log2 > kRescaleLog2;  // first tile: m = -inf → grows
+  }
+  return __any_sync(0xffffffffu, grow);
+}
+
 // One launch shape of the attention kernel.
 //   WARPS × MT × 16 query rows per CTA, KB keys per K/V tile, STAGES K/V buffers in flight,
 //   POLY: one key sub-tile (8 keys) in POLY uses poly_exp2 (0: none); MIN_CTAS: CTAs per SM the
@@ -639,19 +658,7 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
         mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
         mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
       }
-      // Lazy rescaling: the running max m (the shift of the exponentials) moves only when some
-      // row's max grew by more than 2^kRescaleLog2 in exp2 units. Until then P = exp2(s·c − m·c)
-      // stays ≤ 2^8 (fine in fp16/bf16, and O, rowsum accumulate in fp32) and O / rowsum is the
-      // same softmax (shift-invariant), so the O and rowsum rescale is skipped on most tiles.
-      constexpr float kRescaleLog2 = 8.f;
-      bool grow = false;
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-        grow |= (mx[i] - m_run[mt][i]) * scale_log2 > kRescaleLog2;  // first tile: m = -inf → grows
-      }
-      if (__any_sync(0xffffffffu, grow)) {
+      if (rows_max_grew(mx, m_run[mt], scale_log2)) {
         float alpha[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
