@@ -28,7 +28,7 @@ struct ServeArgs {
   EmbedderOptions model;
   server::HttpServerOptions http;
   server::ServiceOptions service;
-  size_t max_batch_tokens = 0, max_batch_requests = 0;
+  size_t max_batch_tokens = 0, max_batch_requests = 0, batch_split = 4;
   double max_wait_ms = 0, read_timeout_s = 30, shutdown_grace_s = 0;
   std::string log_format = "text", log_level = "info";
 };
@@ -85,6 +85,7 @@ int serve(ServeArgs& a) {
   bo.max_batch_requests = a.max_batch_requests;
   bo.max_wait = std::chrono::microseconds(int64_t(a.max_wait_ms * 1000));
   bo.max_inputs = a.service.max_concurrent_inputs;
+  bo.split_ways = a.batch_split;
   bo.deliver = [&service](std::function<void()> fn) { service.post(std::move(fn)); };
   // EMBEDKIT_DELIVER_TASKS=n overrides the cap (0: none), for measuring.
   const char* dt = std::getenv("EMBEDKIT_DELIVER_TASKS");
@@ -146,6 +147,10 @@ void add_serve_command(CLI::App& app, std::function<int()>& run) {
                   "Token budget of one model batch (0 = auto: CPU 8192, GPU 65536)")
       ->capture_default_str();
   cmd->add_option("--max-batch-requests", a->max_batch_requests, "Inputs per model batch (0 = no limit)")
+      ->capture_default_str();
+  cmd->add_option("--batch-split", a->batch_split,
+                  "A batch takes at most 1/N of the tokens waiting (at least 8192): requests that arrive "
+                  "together leave in several batches, so the first answers go out sooner (0 = whole budgets)")
       ->capture_default_str();
   cmd->add_option("--max-wait", a->max_wait_ms,
                   "Milliseconds a partial batch may wait for more inputs when the model is free (0 = dispatch at once)")

@@ -46,7 +46,10 @@ bool Batcher::submit(const std::shared_ptr<EmbedJob>& job) {
     // A job larger than the limit alone is still taken when nothing else is in flight.
     if (opt_.max_inputs && in_flight_inputs_ > 0 && in_flight_inputs_ + n > opt_.max_inputs) return false;
     job->remaining_ = n;
-    for (uint32_t i = 0; i < n; ++i) pending_.push_back({job, i});
+    for (uint32_t i = 0; i < n; ++i) {
+      pending_.push_back({job, i});
+      pending_tokens_ += job->inputs[i].size();
+    }
     in_flight_inputs_ += n;
     dirty_ = true;
   }
@@ -61,25 +64,29 @@ void Batcher::complete_locked(const std::shared_ptr<EmbedJob>& job, std::vector<
   if (--job->remaining_ == 0) done.push_back(job);
 }
 
+size_t Batcher::batch_cap_locked() const { return batch_token_cap(opt_, pending_tokens_ + next_.tokens); }
+
 bool Batcher::fill_next_locked() {
   bool moved = false;
   std::vector<std::shared_ptr<EmbedJob>> dropped_done;
-  const size_t budget = opt_.max_batch_tokens;
+  const size_t budget = batch_cap_locked();
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests) break;
     if (!next_.items.empty() && next_.tokens + 2 > budget) break;  // nothing shorter than [CLS] [SEP] fits
     EmbedJob& job = *it->job;
+    const size_t len = job.inputs[it->index].size();
     if (job.dropped()) {  // client gone or job failed: drop
       complete_locked(it->job, dropped_done);
+      pending_tokens_ -= len;
       it = pending_.erase(it);
       continue;
     }
-    const size_t len = job.inputs[it->index].size();
     // An input longer than the budget runs alone (the engine accepts one over-budget sequence).
     if (next_.tokens + len <= budget || next_.items.empty()) {
       if (next_.items.empty()) next_.oldest = job.enqueued;
       next_.tokens += len;
       next_.items.push_back(std::move(*it));
+      pending_tokens_ -= len;
       it = pending_.erase(it);
       moved = true;
       if (next_.tokens > budget) break;
@@ -110,7 +117,7 @@ void Batcher::assembler_loop() {
 
 bool Batcher::ready_locked() const {
   if (next_.items.empty()) return false;
-  const bool full = next_.tokens + 2 > opt_.max_batch_tokens ||
+  const bool full = next_.tokens + 2 > batch_cap_locked() ||
                     (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests);
   return opt_.max_wait.count() == 0 || full || stopping_ || EmbedJob::Clock::now() >= next_.oldest + opt_.max_wait;
 }

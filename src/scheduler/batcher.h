@@ -15,6 +15,7 @@
 // not yet full wait for company). Backpressure: submit() refuses a job that would take the
 // inputs in flight past max_inputs. A cancelled job (client gone) has its queued inputs dropped.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -45,7 +46,23 @@ struct BatcherOptions {
   // hand-over costs the executor a lock and a thread wake-up (~40 µs measured under load), so a
   // batch of 64 32-text jobs is handed over as 8 tasks of 8 jobs, not 64 of one.
   size_t deliver_tasks = 0;
+  // A batch takes at most 1/split_ways of the tokens waiting (queued or being assembled), but no
+  // less than split_min_tokens (and never more than max_batch_tokens); 0 = off (the default;
+  // `embedkit serve --batch-split`, default 4). Without it, a wave of requests that arrive
+  // together leaves as one batch, the whole wave waits for it, and the clients' next requests
+  // arrive together again — a convoy. In quarters, the first answers go out while the device
+  // works on the rest and the flow stays continuous (H100, 64 connections × 32 short texts:
+  // +20%, p99 halved; docs/benchmarks.md, "Server on the H100"); a deep queue fills whole budgets.
+  size_t split_ways = 0;
+  size_t split_min_tokens = 8192;
 };
+
+// Tokens the batch being assembled may take while `waiting` tokens wait (queued or already in
+// that batch): the budget, or with split_ways its share of what waits (see BatcherOptions).
+inline size_t batch_token_cap(const BatcherOptions& o, size_t waiting) {
+  if (o.split_ways == 0) return o.max_batch_tokens;
+  return std::min(o.max_batch_tokens, std::max(o.split_min_tokens, waiting / o.split_ways));
+}
 
 // One request's inputs and where their embeddings go.
 struct EmbedJob {
@@ -116,6 +133,7 @@ class Batcher {
   void executor_loop();
   bool fill_next_locked();  // moves fitting pending items into next_; true if any moved
   bool ready_locked() const;  // next_ may be dispatched now (non-empty; full, or no/expired max_wait)
+  size_t batch_cap_locked() const;  // tokens the batch being assembled may take (split_ways)
   void complete_locked(const std::shared_ptr<EmbedJob>& job, std::vector<std::shared_ptr<EmbedJob>>& done);
 
   EmbeddingEngine& engine_;
@@ -125,6 +143,7 @@ class Batcher {
   mutable std::mutex mu_;
   std::condition_variable assembler_cv_, executor_cv_, idle_cv_;
   std::list<Item> pending_;  // oldest first
+  size_t pending_tokens_ = 0;  // tokens of pending_
   bool dirty_ = false;        // pending_ grew or next_ was taken: the assembler has work
   Batch next_;
   // running_inputs_: inputs of the batches submitted to the engine and not yet delivered (≤ 2 batches).
