@@ -441,13 +441,7 @@ void launch_dh(int shape, std::index_sequence<I...>, const T* qkv, const int* cu
    ...);
 }
 int selected_shape() {
-  static const int chosen = [] {
-    const char* e = std::getenv("EMBEDKIT_WGMMA_SHAPE");
-    const int i = e ? std::atoi(e) : 0;
-    if (i < 0 || i >= kWgmmaShapes)
-      throw Error("EMBEDKIT_WGMMA_SHAPE=" + std::string(e) + ": expected 0.." + std::to_string(kWgmmaShapes - 1));
-    return i;
-  }();
+  static const int chosen = shape_from_env("EMBEDKIT_WGMMA_SHAPE", 0, kWgmmaShapes);
   return chosen;
 }
 

@@ -153,14 +153,6 @@ using Shapes128 = std::tuple<FlashShape<128, 4, 1, 64, 2, 0>,      // 0: 64 rows
                              FlashShape<128, 8, 1, 32, 3, 0>>;     // 3: 128 rows, 32-key tiles, 3 stages
 constexpr int kDefaultShape128 = 2;
 constexpr int kShapes128 = int(std::tuple_size_v<Shapes128>);
-// A launch-shape index from the environment variable `name` (for measuring), else `fallback`.
-int shape_from_env(const char* name, int fallback, int count) {
-  const char* e = std::getenv(name);
-  const int i = e ? std::atoi(e) : fallback;
-  if (i < 0 || i >= count)
-    throw Error(std::string(name) + "=" + std::string(e) + ": expected 0.." + std::to_string(count - 1));
-  return i;
-}
 int selected_shape128() {
   static const int chosen = shape_from_env("EMBEDKIT_ATTN_SHAPE128", kDefaultShape128, kShapes128);
   return chosen;

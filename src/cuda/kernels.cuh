@@ -515,6 +515,15 @@ __device__ __forceinline__ bool rows_max_grew(float (&mx)[2], const float (&m_ru
   return __any_sync(0xffffffffu, grow);
 }
 
+// A launch-shape index from the environment variable `name` (for measuring), else `fallback`.
+inline int shape_from_env(const char* name, int fallback, int count) {
+  const char* e = std::getenv(name);
+  const int i = e ? std::atoi(e) : fallback;
+  if (i < 0 || i >= count)
+    throw Error(std::string(name) + "=" + std::string(e) + ": expected 0.." + std::to_string(count - 1));
+  return i;
+}
+
 // One launch shape of the attention kernel.
 //   WARPS × MT × 16 query rows per CTA, KB keys per K/V tile, STAGES K/V buffers in flight,
 //   POLY: one key sub-tile (8 keys) in POLY uses poly_exp2 (0: none); MIN_CTAS: CTAs per SM the
