@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds bench/cutlass_gemm_probe.cu for sm_90a with CUTLASS's headers from the nvidia-cutlass
+# Builds the CUTLASS probes (bench/cutlass_*_probe.cu) for sm_90a with CUTLASS's headers from the nvidia-cutlass
 # wheel (PyPI; unpacked into build-cutlass/, nothing installed) and stages it in .device/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,11 @@ if [ ! -d $dir/cutlass_library/source/include ]; then
   unzip -q -o $dir/nvidia_cutlass-*.whl 'cutlass_library/source/include/*' 'cutlass_library/source/tools/util/include/*' -d $dir
 fi
 src=$dir/cutlass_library/source
-nvcc -std=c++17 -O3 -DNDEBUG --expt-relaxed-constexpr -gencode arch=compute_90a,code=sm_90a \
-  -I$src/include -I$src/tools/util/include -Isrc -Iinclude bench/cutlass_gemm_probe.cu -o $dir/cutlass_gemm_probe -lcublasLt
-mkdir -p .device/bin && cp $dir/cutlass_gemm_probe .device/bin/
-echo "built .device/bin/cutlass_gemm_probe"
+# Which probes (default both): cutlass_gemm_probe (GEMM epilogues vs cuBLASLt), cutlass_ln_fold_probe
+# (LayerNorms folded into the GEMMs around them).
+for probe in ${*:-cutlass_gemm_probe cutlass_ln_fold_probe}; do
+  nvcc -std=c++17 -O3 -DNDEBUG --expt-relaxed-constexpr -gencode arch=compute_90a,code=sm_90a \
+    -I$src/include -I$src/tools/util/include -Isrc -Iinclude bench/$probe.cu -o $dir/$probe -lcublasLt
+  mkdir -p .device/bin && cp $dir/$probe .device/bin/
+  echo "built .device/bin/$probe"
+done

@@ -465,13 +465,11 @@ struct BertEncoder::Impl {
     cur = &s;
     s.op_next = 0;
     mark(nullptr);
-    const int warps_per_block = 8;
-    const dim3 row_grid((Tn + warps_per_block - 1) / warps_per_block), row_block(32 * warps_per_block);
     const float eps = float(cfg.layer_norm_eps);
-    embed_layernorm_kernel<T><<<row_grid, row_block, 0, stream>>>(
-        d_ints + off.ids, d_ints + off.types, d_ints + off.pos, static_cast<const T*>(word), static_cast<const T*>(pos),
-        static_cast<const T*>(type), static_cast<const T*>(emb_g), static_cast<const T*>(emb_b), Tn, d,
-        int(cfg.position_offset), eps, hid);
+    launch_embed_layernorm<T>(d_ints + off.ids, d_ints + off.types, d_ints + off.pos, static_cast<const T*>(word),
+                              static_cast<const T*>(pos), static_cast<const T*>(type), static_cast<const T*>(emb_g),
+                              static_cast<const T*>(emb_b), Tn, d, int(cfg.position_offset), eps, hid, stream,
+                              ln_pairs);
     mark(&PhaseTimes::embed);
     for (auto& L : layers) {
       linear(hid, Tn, d, L.w_qkv, L.b_qkv, 3 * d, qkv);
@@ -507,8 +505,8 @@ struct BertEncoder::Impl {
     EK_CUDA(cudaGetLastError());
     if (timed) EK_CUDA(cudaEventRecord(s.ev[2], stream));
     PoolModes pm{pc.cls, pc.max, pc.mean, pc.mean_sqrt_len, pc.weighted_mean, pc.last_token};
-    pool_kernel<T><<<S, 128, 0, stream>>>(hid, d_ints + off.cu, skip.empty() ? nullptr : d_ints + off.skip, d, pm,
-                                          normalize ? 1 : 0, d_pooled, out_dim);
+    launch_pool<T>(hid, d_ints + off.cu, skip.empty() ? nullptr : d_ints + off.skip, S, d, pm, normalize, d_pooled,
+                   out_dim, stream);
     EK_CUDA(cudaGetLastError());
     if (timed) EK_CUDA(cudaEventRecord(s.ev[3], stream));
     EK_CUDA(cudaMemcpyAsync(s.h_pooled, d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost,

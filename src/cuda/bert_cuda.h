@@ -107,7 +107,7 @@ std::vector<float> embed_layernorm(const std::vector<int32_t>& ids, const std::v
                                    const std::vector<int32_t>& pos, const std::vector<float>& word,
                                    const std::vector<float>& pos_emb, const std::vector<float>& type_emb,
                                    const std::vector<float>& g, const std::vector<float>& b, int d, float eps,
-                                   Precision p);
+                                   Precision p, int pairs = -1);
 std::vector<float> attention(const std::vector<float>& qkv, const std::vector<int32_t>& cu_seqlens, int H, int dh,
                              bool causal, Precision p);
 std::vector<float> pool(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu_seqlens,

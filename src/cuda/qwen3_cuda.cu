@@ -265,8 +265,8 @@ struct Qwen3Encoder::Impl {
     } else {  // other pooling modes need every token's final hidden state
       launch_add_rmsnorm<T>(nullptr, hid, static_cast<const T*>(final_norm), hid, Tn, D.d, eps, stream);
       PoolModes pm{pc.cls, pc.max, pc.mean, pc.mean_sqrt_len, pc.weighted_mean, pc.last_token};
-      pool_kernel<T><<<S, 128, 0, stream>>>(hid, cu, has_skip ? d_ints + off.skip : nullptr, D.d, pm,
-                                            normalize ? 1 : 0, d_pooled, out_dim);
+      launch_pool<T>(hid, cu, has_skip ? d_ints + off.skip : nullptr, S, D.d, pm, normalize, d_pooled, out_dim,
+                     stream);
     }
     EK_CUDA(cudaGetLastError());
     if (timed) EK_CUDA(cudaEventRecord(ev[3], stream));

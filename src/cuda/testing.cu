@@ -98,13 +98,14 @@ template <typename T>
 std::vector<float> embed_ln_t(const std::vector<int32_t>& ids, const std::vector<int32_t>& types,
                               const std::vector<int32_t>& pos, const std::vector<float>& word,
                               const std::vector<float>& pos_emb, const std::vector<float>& type_emb,
-                              const std::vector<float>& g, const std::vector<float>& b, int d, float eps) {
+                              const std::vector<float>& g, const std::vector<float>& b, int d, float eps, int pairs) {
   const int T_ = int(ids.size());
   Buf di = up_int(ids), dt = up_int(types), dp = up_int(pos);
   Buf dw = up<T>(word), dpe = up<T>(pos_emb), dte = up<T>(type_emb), dg = up<T>(g), dbb = up<T>(b);
   Buf out = poisoned<T>(size_t(T_) * d);
-  embed_layernorm_kernel<T><<<(T_ + 7) / 8, 256>>>(di.as<int>(), dt.as<int>(), dp.as<int>(), dw.as<T>(), dpe.as<T>(),
-                                                   dte.as<T>(), dg.as<T>(), dbb.as<T>(), T_, d, 0, eps, out.as<T>());
+  launch_embed_layernorm<T>(di.as<int>(), dt.as<int>(), dp.as<int>(), dw.as<T>(), dpe.as<T>(), dte.as<T>(), dg.as<T>(),
+                            dbb.as<T>(), T_, d, 0, eps, out.as<T>(), 0,
+                            pairs < 0 ? layernorm_pairs_for(d) : pairs);
   EK_CUDA(cudaGetLastError());
   return down<T>(out, size_t(T_) * d);
 }
@@ -136,8 +137,8 @@ std::vector<float> pool_t(const std::vector<float>& hidden, int d, const std::ve
   Buf out(size_t(S) * modes * d * sizeof(float));
   EK_CUDA(cudaMemset(out.p, 0xFF, size_t(S) * modes * d * sizeof(float)));
   PoolModes pm{c.cls, c.max, c.mean, c.mean_sqrt_len, c.weighted_mean, c.last_token};
-  pool_kernel<T><<<S, 128>>>(dh.as<T>(), dc.as<int>(), skip.empty() ? nullptr : ds.as<int>(), d, pm, normalize ? 1 : 0,
-                             out.as<float>(), modes * d);
+  launch_pool<T>(dh.as<T>(), dc.as<int>(), skip.empty() ? nullptr : ds.as<int>(), S, d, pm, normalize, out.as<float>(),
+                 modes * d, 0);
   EK_CUDA(cudaGetLastError());
   EK_CUDA(cudaDeviceSynchronize());
   std::vector<float> h(size_t(S) * modes * d);
@@ -246,8 +247,8 @@ std::vector<float> embed_layernorm(const std::vector<int32_t>& ids, const std::v
                                    const std::vector<int32_t>& pos, const std::vector<float>& word,
                                    const std::vector<float>& pos_emb, const std::vector<float>& type_emb,
                                    const std::vector<float>& g, const std::vector<float>& b, int d, float eps,
-                                   Precision p) {
-  return EK_DISPATCH(p, embed_ln_t, ids, types, pos, word, pos_emb, type_emb, g, b, d, eps);
+                                   Precision p, int pairs) {
+  return EK_DISPATCH(p, embed_ln_t, ids, types, pos, word, pos_emb, type_emb, g, b, d, eps, pairs);
 }
 std::vector<float> attention(const std::vector<float>& qkv, const std::vector<int32_t>& cu_seqlens, int H, int dh,
                              bool causal, Precision p) {

@@ -136,25 +136,35 @@ TEST_P(CudaOps, AddLayerNorm) {
   }
 }
 
+// Every load width the kernel has (one element, 1, 2 and 4 pairs) where it divides d, and the
+// encoder's choice (-1), at MiniLM's and BERT-base's widths and one only the scalar form takes.
 TEST_P(CudaOps, EmbeddingsLayerNorm) {
   const Precision p = GetParam();
-  const int d = 384, V = 1000, P = 512;
-  std::mt19937 rng(11);
-  std::vector<int32_t> ids(700), types(700), pos(700);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    ids[i] = int32_t(rng() % V);
-    types[i] = int32_t(rng() % 2);
-    pos[i] = int32_t(rng() % P);
+  for (int d : {384, 768, 96}) {
+    const int V = 1000, P = 512;
+    std::mt19937 rng(11 + d);
+    std::vector<int32_t> ids(700), types(700), pos(700);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      ids[i] = int32_t(rng() % V);
+      types[i] = int32_t(rng() % 2);
+      pos[i] = int32_t(rng() % P);
+    }
+    auto word = rnd(size_t(V) * d, 12 + d, 0.5f, p), pe = rnd(size_t(P) * d, 13 + d, 0.5f, p),
+         te = rnd(size_t(2) * d, 14 + d, 0.5f, p), g = rnd(size_t(d), 15 + d, 0.2f, p, 1.f),
+         b = rnd(size_t(d), 16 + d, 0.1f, p);
+    std::vector<float> sum(ids.size() * d), ref(sum.size());
+    for (size_t t = 0; t < ids.size(); ++t)
+      for (int i = 0; i < d; ++i)
+        sum[t * d + size_t(i)] = word[size_t(ids[t]) * d + size_t(i)] + pe[size_t(pos[t]) * d + size_t(i)] +
+                                 te[size_t(types[t]) * d + size_t(i)];
+    cpu::add_layernorm(sum.data(), nullptr, int64_t(ids.size()), d, g.data(), b.data(), 1e-12f, ref.data());
+    for (int pairs : {-1, 0, 1, 2, 4}) {
+      if (pairs > 0 && d % (64 * pairs) != 0) continue;
+      EXPECT_LT(rel_err(cuda::testing::embed_layernorm(ids, types, pos, word, pe, te, g, b, d, 1e-12f, p, pairs), ref),
+                bound(p))
+          << name(p) << " d=" << d << " pairs=" << pairs;
+    }
   }
-  auto word = rnd(size_t(V) * d, 12, 0.5f, p), pe = rnd(size_t(P) * d, 13, 0.5f, p), te = rnd(size_t(2) * d, 14, 0.5f, p),
-       g = rnd(size_t(d), 15, 0.2f, p, 1.f), b = rnd(size_t(d), 16, 0.1f, p);
-  std::vector<float> sum(ids.size() * d), ref(sum.size());
-  for (size_t t = 0; t < ids.size(); ++t)
-    for (int i = 0; i < d; ++i)
-      sum[t * d + size_t(i)] = word[size_t(ids[t]) * d + size_t(i)] + pe[size_t(pos[t]) * d + size_t(i)] +
-                               te[size_t(types[t]) * d + size_t(i)];
-  cpu::add_layernorm(sum.data(), nullptr, int64_t(ids.size()), d, g.data(), b.data(), 1e-12f, ref.data());
-  EXPECT_LT(rel_err(cuda::testing::embed_layernorm(ids, types, pos, word, pe, te, g, b, d, 1e-12f, p), ref), bound(p));
 }
 
 // Every launch shape of the flash kernel (short-sequence shape, each long-sequence shape for
@@ -190,26 +200,41 @@ TEST_P(CudaOps, VarlenAttention) {
   }
 }
 
+// Widths: MiniLM's and BERT-base's (16-byte loads), one that is not a multiple of 8 (one element
+// per load) and one wider than a block's 512 chunks of 8 (the chunk loop's second pass); sequences
+// of 1 to 512 tokens; every mode alone and all at once.
 TEST_P(CudaOps, PoolingAllModesAndNormalize) {
   const Precision p = GetParam();
-  const int d = 384;
-  std::vector<int32_t> cu = {0, 1, 40, 41, 553};
-  auto h = rnd(size_t(cu.back()) * d, 21, 1.f, p);
-  PoolingConfig c;
-  c.cls = c.max = c.mean = c.mean_sqrt_len = c.weighted_mean = c.last_token = true;
+  for (int d : {384, 768, 100, 4160}) {
+  std::vector<int32_t> cu = {0, 1, 40, 41, 553, 560};
+  auto h = rnd(size_t(cu.back()) * d, 21 + d, 1.f, p);
+  std::vector<PoolingConfig> configs(7);
+  for (auto& c : configs) c.mean = false;  // the default is mean pooling: each config names its modes
+  configs[0].cls = configs[0].max = configs[0].mean = configs[0].mean_sqrt_len = configs[0].weighted_mean =
+      configs[0].last_token = true;
+  configs[1].cls = true;
+  configs[2].max = true;
+  configs[3].mean = true;
+  configs[4].mean_sqrt_len = true;
+  configs[5].weighted_mean = true;
+  configs[6].last_token = true;
+  for (const PoolingConfig& c : configs)
   for (bool with_skip : {false, true}) {
-    std::vector<int32_t> skip = with_skip ? std::vector<int32_t>{0, 3, 1, 10} : std::vector<int32_t>{};
+    std::vector<int32_t> skip = with_skip ? std::vector<int32_t>{0, 3, 1, 10, 7} : std::vector<int32_t>{};
     const int S = int(cu.size()) - 1, od = int(pooled_dim(d, c));
     std::vector<float> ref(size_t(S) * od);
     pool(h.data(), d, cu, c, skip, ref.data());
-    EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, false, p), ref), 1e-5) << name(p);
+    EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, false, p), ref), 1e-5) << name(p) << " d=" << d;
     auto normed = ref;
     for (int s = 0; s < S; ++s) {
       double ss = 0;
       for (int i = 0; i < od; ++i) ss += double(normed[size_t(s) * od + i]) * normed[size_t(s) * od + i];
-      for (int i = 0; i < od; ++i) normed[size_t(s) * od + i] = float(normed[size_t(s) * od + i] / std::sqrt(ss));
+      // As torch.nn.functional.normalize: a zero row (no tokens left after the skip) stays zero.
+      for (int i = 0; i < od; ++i)
+        normed[size_t(s) * od + i] = float(normed[size_t(s) * od + i] / std::max(std::sqrt(ss), 1e-12));
     }
-    EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, true, p), normed), 1e-5) << name(p);
+    EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, true, p), normed), 1e-5) << name(p) << " d=" << d;
+  }
   }
 }
 
