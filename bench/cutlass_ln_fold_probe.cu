@@ -88,7 +88,7 @@ struct FoldArgs {
   const float *s, *c;            // kFold*: s, c; kLnResidual: γ, b + β
 };
 
-template <Kind K, class MainSchedule, class EpiSchedule, class Tile>
+template <Kind K, class MainSchedule, class EpiSchedule, class Tile, class Cluster = Shape<_1, _1, _1>>
 struct FoldGemm {
   using Row = cutlass::layout::RowMajor;
   using Tr = Trees<Tile>;
@@ -96,12 +96,12 @@ struct FoldGemm {
                                    cute::conditional_t<K == kFoldGelu, typename Tr::FoldGelu, typename Tr::LnResidual>>;
   using ElementC = cute::conditional_t<K == kLnResidual, Half, void>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Shape<_1, _1, _1>,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, 8, Half, Row, 8, EpiSchedule,
       Tree>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Half, Row, 8, Half, cutlass::layout::ColumnMajor, 8, float, Tile,
-      Shape<_1, _1, _1>,
+      Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       MainSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
@@ -226,6 +226,10 @@ void probe_kind(const char* label, const FoldArgs& f, int M, int N, int Kd, int 
   { FoldGemm<K, PP, PPE, Shape<_128, _128, _64>> g; one(g, "PP128"); }
   { FoldGemm<K, CO, COE, Shape<_128, _128, _64>> g; one(g, "CO128"); }
   { FoldGemm<K, CO, COE, Shape<_256, _128, _64>> g; one(g, "CO256"); }
+  { FoldGemm<K, CO, COE, Shape<_256, _128, _64>, Shape<_2, _1, _1>> g; one(g, "CO256c2"); }
+  { FoldGemm<K, CO, COE, Shape<_128, _256, _64>> g; one(g, "CO128x256"); }
+  { FoldGemm<K, PP, PPE, Shape<_64, _256, _64>> g; one(g, "PP64x256"); }
+  { FoldGemm<K, PP, PPE, Shape<_128, _128, _64>, Shape<_2, _1, _1>> g; one(g, "PP128c2"); }
 }
 
 int main() {

@@ -4,11 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=build-cutlass
-if [ ! -d $dir/cutlass_library/source/include ]; then
-  mkdir -p $dir
-  pip download --quiet --no-deps --dest $dir "nvidia-cutlass==4.2.0.0"
-  unzip -q -o $dir/nvidia_cutlass-*.whl 'cutlass_library/source/include/*' 'cutlass_library/source/tools/util/include/*' -d $dir
-fi
+scripts/fetch-cutlass.sh
 src=$dir/cutlass_library/source
 # Which probes (default both): cutlass_gemm_probe (GEMM epilogues vs cuBLASLt), cutlass_ln_fold_probe
 # (LayerNorms folded into the GEMMs around them).

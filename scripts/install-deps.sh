@@ -25,6 +25,8 @@ $PIP --version >/dev/null 2>&1 || { echo "pip for python3 is missing" >&2; exit 
 pipflags=(-q --disable-pip-version-check)
 if $PIP install --help 2>/dev/null | grep -q break-system-packages; then pipflags+=(--break-system-packages); fi
 $PIP install "${pipflags[@]}" -r "$here/tools/requirements-test.txt"
+# CUTLASS headers for the CUDA backend's folded-LayerNorm GEMMs (only where nvcc exists).
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then "$here/scripts/fetch-cutlass.sh"; fi
 if [ "${1:-}" = "--bench" ]; then
   $PIP install "${pipflags[@]}" onnxruntime
 fi

@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "cuda/attention_wgmma.h"
+#include "cuda/ln_fold_gemm.h"
 #include "cuda/bert_cuda.h"
 #include "cuda/graph_buckets.h"
 #include "cuda/kernels.cuh"
@@ -67,6 +68,8 @@ namespace {
 // ------------------------------------------------------------------ host helpers
 
 // Converts fp32 host weights to T (round to nearest) and copies them to a new device buffer.
+float round_half(float x) { return __half2float(__float2half_rn(x)); }
+
 template <typename T>
 T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
   std::vector<T> tmp(host.size());
@@ -96,6 +99,7 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 constexpr int kLongShapesCount = 5;
 static int testing_shape_override = -1;
 static int testing_wgmma_override = -1;
+static int testing_ln_fold_override = -1;  // EMBEDKIT_LN_FOLD for encoders made after set_ln_fold()
 
 // On Hopper (compute capability 9.0) EMBEDKIT_ATTN_WGMMA=1 runs the default long shape as the
 // wgmma kernel (attention_wgmma.cu) for bidirectional attention at head dims 32 and 64. Off by
@@ -130,6 +134,11 @@ bool attention_wgmma_available() { return wgmma_attention_usable(); }
 void set_attention_wgmma(int on) {
   EK_CHECK(on >= -1 && on <= 1);
   testing_wgmma_override = on;
+}
+bool ln_fold_available() { return ln_fold_usable(); }
+void set_ln_fold(int mode) {
+  EK_CHECK(mode >= -1 && mode <= 2);
+  testing_ln_fold_override = mode;
 }
 }  // namespace testing
 namespace {
@@ -290,6 +299,18 @@ struct BertEncoder::Impl {
   int ln_pairs = 1;           // LayerNorm load width at this hidden size (layernorm_pairs_for)
   cublasLtEpilogue_t inter_epilogue = CUBLASLT_EPILOGUE_GELU_BIAS;
   std::string name;
+  // LayerNorms folded into the GEMMs around them (ln_fold_gemm.cu; fp16 on compute capability
+  // 9.0 with CUTLASS built in): 0 off, 1 batches too big for a CUDA graph, 2 every batch
+  // (EMBEDKIT_LN_FOLD, default 1). The hidden stream then carries LayerNorm inputs, not outputs.
+  int ln_fold = 0;
+  bool fold_batch(int tokens) const { return ln_fold == 2 || (ln_fold == 1 && tokens > kGraphBucketMaxTokens); }
+  struct FoldW {  // per layer: the LayerNorm before it (embeddings' or the previous LN2) and LN1
+    void *w_qkv = nullptr, *w_i = nullptr;  // W·diag(γ)
+    float *s_qkv = nullptr, *c_qkv = nullptr, *s_i = nullptr, *c_i = nullptr;  // W′·1, W·β + b
+    float *g_in = nullptr, *bb_o = nullptr, *g1 = nullptr, *bb_o2 = nullptr;  // γ, b + β of the residuals
+  };
+  std::vector<FoldW> fold;
+  float* row_stats = nullptr;  // [4][capacity]: r, n of the layer input, r, n of the attention block's output
 
   struct LayerW {
     void *w_qkv, *b_qkv, *w_o, *b_o, *ln1_g, *ln1_b, *w_i, *b_i, *w_o2, *b_o2, *ln2_g, *ln2_b;
@@ -378,6 +399,50 @@ struct BertEncoder::Impl {
       d.ln2_b = upload<T>(L.ln2_b, owned);
       layers.push_back(d);
     }
+    if constexpr (std::is_same_v<T, __half>) {
+      if (ln_fold) load_fold(w);
+    }
+  }
+
+  // The folded weights (fold_layernorm_into_linear), from γ and β as the device stores them.
+  void load_fold(const BertWeights& w) {
+    const int d = int(cfg.hidden_size), I = int(cfg.intermediate_size);
+    auto rounded = [](std::vector<float> v) {
+      for (auto& x : v) x = round_half(x);
+      return v;
+    };
+    auto floats = [&](const std::vector<float>& v) {
+      float* p = nullptr;
+      EK_CUDA(cudaMalloc(&p, v.size() * sizeof(float)));
+      owned.push_back(p);
+      EK_CUDA(cudaMemcpy(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+      return p;
+    };
+    auto plus = [](std::vector<float> a, const std::vector<float>& b) {
+      for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+      return a;
+    };
+    std::vector<float> Wf, s, c;
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+      const auto& L = w.layers[l];
+      const std::vector<float> g_in = rounded(l == 0 ? w.emb_ln_g : w.layers[l - 1].ln2_g),
+                               b_in = rounded(l == 0 ? w.emb_ln_b : w.layers[l - 1].ln2_b),
+                               g1 = rounded(L.ln1_g), b1 = rounded(L.ln1_b);
+      FoldW f;
+      fold_layernorm_into_linear(rounded(L.w_qkv), rounded(L.b_qkv), g_in, b_in, 3 * d, d, round_half, Wf, s, c);
+      f.w_qkv = upload<__half>(Wf, owned);
+      f.s_qkv = floats(s);
+      f.c_qkv = floats(c);
+      fold_layernorm_into_linear(rounded(L.w_inter), rounded(L.b_inter), g1, b1, I, d, round_half, Wf, s, c);
+      f.w_i = upload<__half>(Wf, owned);
+      f.s_i = floats(s);
+      f.c_i = floats(c);
+      f.g_in = floats(g_in);
+      f.bb_o = floats(plus(rounded(L.b_attn_out), b_in));
+      f.g1 = floats(g1);
+      f.bb_o2 = floats(plus(rounded(L.b_out), b1));
+      fold.push_back(f);
+    }
   }
 
   void drop_graphs() {  // captured graphs hold buffer addresses: drop them when buffers move
@@ -407,7 +472,7 @@ struct BertEncoder::Impl {
     EK_CUDA(cudaStreamSynchronize(stream));
     drop_graphs();
     if (grow_tokens) {
-      for (void* p : {hidden, qkv, ctx, tmp, inter})
+      for (void* p : {hidden, qkv, ctx, tmp, inter, static_cast<void*>(row_stats)})
         if (p) cudaFree(p);
       capacity = new_capacity;
       const size_t d = size_t(cfg.hidden_size), I = size_t(cfg.intermediate_size);
@@ -416,6 +481,7 @@ struct BertEncoder::Impl {
       EK_CUDA(cudaMalloc(&ctx, capacity * d * elem()));
       EK_CUDA(cudaMalloc(&tmp, capacity * d * elem()));
       EK_CUDA(cudaMalloc(&inter, capacity * I * elem()));
+      EK_CUDA(cudaMalloc(&row_stats, 4 * capacity * sizeof(float)));
     }
     if (grow_ints) {
       if (d_ints) cudaFree(d_ints);
@@ -466,12 +532,18 @@ struct BertEncoder::Impl {
     s.op_next = 0;
     mark(nullptr);
     const float eps = float(cfg.layer_norm_eps);
+    const bool folded = std::is_same_v<T, __half> && fold_batch(Tn);
     launch_embed_layernorm<T>(d_ints + off.ids, d_ints + off.types, d_ints + off.pos, static_cast<const T*>(word),
                               static_cast<const T*>(pos), static_cast<const T*>(type), static_cast<const T*>(emb_g),
                               static_cast<const T*>(emb_b), Tn, d, int(cfg.position_offset), eps, hid, stream,
-                              ln_pairs);
+                              ln_pairs, folded);
     mark(&PhaseTimes::embed);
-    for (auto& L : layers) {
+    if constexpr (std::is_same_v<T, __half>) {
+      if (folded) enqueue_folded_layers(Tn, I, eps, off, n_tiles, tile_rows);
+    }
+    const size_t classic_layers = folded ? 0 : layers.size();
+    for (size_t li = 0; li < classic_layers; ++li) {
+      const LayerW& L = layers[li];
       linear(hid, Tn, d, L.w_qkv, L.b_qkv, 3 * d, qkv);
       mark(&PhaseTimes::gemm);
       launch_attention<T>(dh, tile_rows, static_cast<const T*>(qkv), d_ints + off.cu,
@@ -512,6 +584,45 @@ struct BertEncoder::Impl {
     EK_CUDA(cudaMemcpyAsync(s.h_pooled, d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost,
                             stream));
     if (timed) EK_CUDA(cudaEventRecord(s.ev[4], stream));
+  }
+
+  // The layers with folded LayerNorms (ln_fold_gemm.cu). `hidden` holds the embeddings' sum on
+  // entry and each layer's LN2 input after it; x1 (LN1's input) lives in `tmp`. The last LN2 runs
+  // as a pass, for pooling.
+  void enqueue_folded_layers(int Tn, int I, float eps, const Offsets& off, int n_tiles, int tile_rows) {
+    const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
+    __half* hid = static_cast<__half*>(hidden);
+    __half* x1 = static_cast<__half*>(tmp);
+    float *r0 = row_stats, *n0 = row_stats + capacity, *r1 = row_stats + 2 * capacity, *n1 = row_stats + 3 * capacity;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const LayerW& L = layers[l];
+      const FoldW& F = fold[l];
+      launch_layernorm_stats<__half>(hid, Tn, d, eps, r0, n0, stream);
+      mark(&PhaseTimes::layernorm);
+      ln_fold_gemm(FoldKind::Fold, Tn, 3 * d, d, hid, static_cast<const __half*>(F.w_qkv), nullptr,
+                   static_cast<__half*>(qkv), r0, n0, F.s_qkv, F.c_qkv, stream);
+      mark(&PhaseTimes::gemm);
+      launch_attention<__half>(dh, tile_rows, static_cast<const __half*>(qkv), d_ints + off.cu,
+                               reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, H, false,
+                               static_cast<__half*>(ctx), stream);
+      mark(&PhaseTimes::attention);
+      // x1 = ctx·W_oᵀ + b_o + LN_in(x)
+      ln_fold_gemm(FoldKind::LnResidual, Tn, d, d, static_cast<const __half*>(ctx), static_cast<const __half*>(L.w_o),
+                   hid, x1, r0, n0, F.g_in, F.bb_o, stream);
+      mark(&PhaseTimes::gemm);
+      launch_layernorm_stats<__half>(x1, Tn, d, eps, r1, n1, stream);
+      mark(&PhaseTimes::layernorm);
+      ln_fold_gemm(FoldKind::FoldGelu, Tn, I, d, x1, static_cast<const __half*>(F.w_i), nullptr,
+                   static_cast<__half*>(inter), r1, n1, F.s_i, F.c_i, stream);
+      mark(&PhaseTimes::gemm);
+      // x2 = inter·W_o2ᵀ + b_o2 + LN1(x1), LN2's input, into hidden
+      ln_fold_gemm(FoldKind::LnResidual, Tn, d, I, static_cast<const __half*>(inter),
+                   static_cast<const __half*>(L.w_o2), x1, hid, r1, n1, F.g1, F.bb_o2, stream);
+      mark(&PhaseTimes::gemm);
+    }
+    launch_add_layernorm<__half>(nullptr, hid, static_cast<const __half*>(layers.back().ln2_g),
+                                 static_cast<const __half*>(layers.back().ln2_b), Tn, d, eps, stream, ln_pairs);
+    mark(&PhaseTimes::layernorm);
   }
 
   // Small batches run as CUDA graphs keyed by their shape, padded to shape buckets first so
@@ -705,6 +816,17 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
              cfg.hidden_act != "gelu_fast") {
     throw Error("CUDA backend: unsupported hidden_act \"" + cfg.hidden_act + "\"");
   }
+  // Folded LayerNorms: fp16, Hopper with CUTLASS built in, GELU (tanh form, as the cuBLASLt
+  // epilogue) in the fused residual path, d a multiple of 64.
+  const char* fold_env = std::getenv("EMBEDKIT_LN_FOLD");
+  const int fold_mode = testing_ln_fold_override >= 0 ? testing_ln_fold_override
+                        : fold_env && *fold_env            ? std::atoi(fold_env)
+                                                           : 1;
+  const bool gelu = cfg.hidden_act == "gelu" || cfg.hidden_act == "gelu_new" ||
+                    cfg.hidden_act == "gelu_pytorch_tanh" || cfg.hidden_act == "gelu_fast";
+  if (fold_mode > 0 && p == Precision::F16 && gelu && !m.exact_gelu && m.fuse_residual && cfg.hidden_size % 64 == 0 &&
+      cfg.intermediate_size % 8 == 0 && !w.layers.empty() && ln_fold_usable())
+    m.ln_fold = std::min(fold_mode, 2);
   if (p == Precision::F16) m.load<__half>(w);
   else m.load<__nv_bfloat16>(w);
   for (auto& s : m.slots) m.ensure_capacity(s, max_batch_tokens, 64, 64, 64 * 4 * size_t(cfg.hidden_size));

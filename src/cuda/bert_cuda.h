@@ -120,4 +120,16 @@ void set_attention_shape(int i);
 // (-1: EMBEDKIT_ATTN_WGMMA, default off; 0: mma.sync kernel; 1: wgmma where available).
 bool attention_wgmma_available();
 void set_attention_wgmma(int on);
+// The folded-LayerNorm GEMMs (ln_fold_gemm.cu): whether they run here, and EMBEDKIT_LN_FOLD for
+// encoders made after the call (-1: the environment's, default 1; 0 off; 1 big batches; 2 all).
+bool ln_fold_available();
+void set_ln_fold(int mode);
+// y = LN(x)·Wᵀ + b (+ GELU, tanh form) through the stats pass and a folded GEMM, fp16; x [T, K].
+std::vector<float> folded_ln_linear(const std::vector<float>& x, int T, int K, const std::vector<float>& W,
+                                    const std::vector<float>& b, int N, const std::vector<float>& gamma,
+                                    const std::vector<float>& beta, float eps, bool gelu);
+// y = a·Wᵀ + b + LN(x) through the stats pass and the folded residual GEMM, fp16; a [T, K], x [T, N].
+std::vector<float> folded_ln_residual(const std::vector<float>& a, int T, int K, const std::vector<float>& W,
+                                      const std::vector<float>& b, int N, const std::vector<float>& x,
+                                      const std::vector<float>& gamma, const std::vector<float>& beta, float eps);
 }  // namespace embedkit::cuda::testing

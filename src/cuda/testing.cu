@@ -6,6 +6,7 @@
 #include "cuda/bert_cuda.h"
 #include "cuda/decoder_kernels.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/ln_fold_gemm.h"
 #include "cuda/qwen3_cuda.h"
 #include "ops/decoder_ops.h"
 
@@ -284,6 +285,45 @@ std::vector<float> last_token_norm_pool(const std::vector<float>& hidden, int d,
                                         const std::vector<float>& w, float eps, bool normalize, Precision p) {
   EK_CHECK(d % 8 == 0 && hidden.size() == size_t(cu_seqlens.back()) * d);
   return EK_DISPATCH(p, last_token_norm_pool_t, hidden, d, cu_seqlens, w, eps, normalize);
+}
+
+namespace {
+struct FloatBuf {  // fp32 device copy
+  Buf b;
+  explicit FloatBuf(const std::vector<float>& v) : b(v.size() * sizeof(float)) {
+    EK_CUDA(cudaMemcpy(b.p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  float* p() { return b.as<float>(); }
+};
+float round_fp16(float v) { return __half2float(__float2half_rn(v)); }
+}  // namespace
+
+std::vector<float> folded_ln_linear(const std::vector<float>& x, int T_, int K, const std::vector<float>& W,
+                                    const std::vector<float>& b, int N, const std::vector<float>& gamma,
+                                    const std::vector<float>& beta, float eps, bool gelu) {
+  std::vector<float> Wf, s, c;
+  fold_layernorm_into_linear(W, b, gamma, beta, N, K, round_fp16, Wf, s, c);
+  Buf dx = up<__half>(x), dW = up<__half>(Wf), out = poisoned<__half>(size_t(T_) * N);
+  FloatBuf ds(s), dc(c), r(std::vector<float>(T_, NAN)), n(std::vector<float>(T_, NAN));
+  launch_layernorm_stats<__half>(dx.as<__half>(), T_, K, eps, r.p(), n.p(), 0);
+  ln_fold_gemm(gelu ? FoldKind::FoldGelu : FoldKind::Fold, T_, N, K, dx.as<__half>(), dW.as<__half>(), nullptr,
+               out.as<__half>(), r.p(), n.p(), ds.p(), dc.p(), 0);
+  EK_CUDA(cudaGetLastError());
+  return down<__half>(out, size_t(T_) * N);
+}
+
+std::vector<float> folded_ln_residual(const std::vector<float>& a, int T_, int K, const std::vector<float>& W,
+                                      const std::vector<float>& b, int N, const std::vector<float>& x,
+                                      const std::vector<float>& gamma, const std::vector<float>& beta, float eps) {
+  std::vector<float> bb(static_cast<size_t>(N));
+  for (int j = 0; j < N; ++j) bb[size_t(j)] = b[size_t(j)] + beta[size_t(j)];
+  Buf da = up<__half>(a), dW = up<__half>(W), dx = up<__half>(x), out = poisoned<__half>(size_t(T_) * N);
+  FloatBuf dg(gamma), dbb(bb), r(std::vector<float>(T_, NAN)), n(std::vector<float>(T_, NAN));
+  launch_layernorm_stats<__half>(dx.as<__half>(), T_, N, eps, r.p(), n.p(), 0);
+  ln_fold_gemm(FoldKind::LnResidual, T_, N, K, da.as<__half>(), dW.as<__half>(), dx.as<__half>(), out.as<__half>(),
+               r.p(), n.p(), dg.p(), dbb.p(), 0);
+  EK_CUDA(cudaGetLastError());
+  return down<__half>(out, size_t(T_) * N);
 }
 
 }  // namespace embedkit::cuda::testing

@@ -238,6 +238,54 @@ TEST_P(CudaOps, PoolingAllModesAndNormalize) {
   }
 }
 
+// BERT's LayerNorms folded into the GEMMs around them (Hopper with CUTLASS built in; fp16):
+// y = LN(x)·Wᵀ + b (q|k|v), GELU(LN(x)·Wᵀ + b) (FFN up), a·Wᵀ + b + LN(x) (attention out, FFN
+// down), each through the stats pass and one folded GEMM, against LayerNorm then linear in fp32 on
+// the CPU. x carries per-row offsets and a few large dims, as BERT's residual stream does.
+TEST(CudaLnFold, FoldedGemmsMatchLayerNormThenLinear) {
+  std::string why;
+  if (!cuda::available(&why)) GTEST_SKIP() << why;
+  if (!cuda::testing::ln_fold_available()) GTEST_SKIP() << "no Hopper GPU or no CUTLASS in this build";
+  const Precision p = Precision::F16;
+  const float eps = 1e-12f;
+  for (int T : {1, 37, 4096}) {
+    for (auto [d, I] : {std::pair{384, 1536}, std::pair{768, 3072}}) {
+      auto x = rnd(size_t(T) * d, uint32_t(T + d), 1.f, p);
+      std::mt19937 rng(uint32_t(T * 7 + d));
+      std::normal_distribution<float> off(0.f, 0.3f);
+      for (int t = 0; t < T; ++t) {
+        const float o = off(rng);
+        for (int i = 0; i < d; ++i) {
+          float& v = x[size_t(t) * d + size_t(i)];
+          v = round_to(v + o + (i % 97 == 5 ? 6.f : 0.f), p);
+        }
+      }
+      auto g = rnd(size_t(d), 31, 0.1f, p, 1.f), beta = rnd(size_t(d), 32, 0.1f, p);
+      std::vector<float> h(x.size());
+      cpu::add_layernorm(x.data(), nullptr, T, d, g.data(), beta.data(), eps, h.data());
+      const std::string where = " T=" + std::to_string(T) + " d=" + std::to_string(d);
+      for (bool gelu : {false, true}) {  // q|k|v, FFN up
+        const int N = gelu ? I : 3 * d;
+        auto W = rnd(size_t(N) * d, 33, 0.05f, p), b = rnd(size_t(N), 34, 0.5f, p);
+        std::vector<float> ref(size_t(T) * N);
+        cpu::linear(h.data(), T, d, W.data(), b.data(), N, ref.data());
+        if (gelu) cpu::gelu_tanh_inplace(ref.data(), int64_t(ref.size()));
+        auto got = cuda::testing::folded_ln_linear(x, T, d, W, b, N, g, beta, eps, gelu);
+        EXPECT_LT(rel_err(got, ref), bound(p)) << (gelu ? "FFN up" : "q|k|v") << where;
+      }
+      for (int K : {d, I}) {  // attention out, FFN down: the residual LN(x) rebuilt in the epilogue
+        auto a = rnd(size_t(T) * K, uint32_t(T + K + 5), 1.f, p), W = rnd(size_t(d) * K, 35, 0.05f, p),
+             b = rnd(size_t(d), 36, 0.5f, p);
+        std::vector<float> ref(size_t(T) * d);
+        cpu::linear(a.data(), T, K, W.data(), b.data(), d, ref.data());
+        for (size_t i = 0; i < ref.size(); ++i) ref[i] += h[i];
+        auto got = cuda::testing::folded_ln_residual(a, T, K, W, b, d, x, g, beta, eps);
+        EXPECT_LT(rel_err(got, ref), bound(p)) << "residual K=" << K << where;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- decoder (Qwen3) ops vs src/ops/decoder_ops
 
 // RMSNorm with and without the residual add, at Qwen3-Embedding widths (0.6B: 1024, 4B: 2560) and
@@ -373,13 +421,14 @@ TEST_P(CudaOps, Qwen3LastTokenNormPool) {
 // The pipelined encoder (submit / collect, two batches in flight, CUDA-graph replays from both
 // staging slots) gives each batch the rows the synchronous, graph-free encoder gives it alone:
 // inputs staged per slot are never overwritten before their copy, rows never mixed up.
-TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
-  const Precision p = GetParam();
-  TransformerConfig cfg;
+// A 2-layer BERT (d 64, 2 heads, I 128) with random weights at precision p, and packed batches
+// of random ids with the given sequence lengths.
+constexpr size_t kTinyD = 64, kTinyI = 128;
+BertWeights tiny_bert(Precision p, TransformerConfig& cfg) {
   cfg.model_type = "bert";
-  cfg.vocab_size = 300, cfg.hidden_size = 64, cfg.num_layers = 2, cfg.num_heads = 2, cfg.intermediate_size = 128;
+  cfg.vocab_size = 300, cfg.hidden_size = kTinyD, cfg.num_layers = 2, cfg.num_heads = 2, cfg.intermediate_size = kTinyI;
   cfg.max_position_embeddings = 512, cfg.type_vocab_size = 2;
-  const size_t d = 64, I = 128;
+  const size_t d = kTinyD, I = kTinyI;
   uint32_t seed = 100;
   auto r = [&](size_t n, float scale, float shift = 0.f) { return rnd(n, seed++, scale, p, shift); };
   BertWeights w;
@@ -392,26 +441,34 @@ TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
     L.w_out = r(d * I, 0.09f), L.b_out = r(d, 0.1f), L.ln2_g = r(d, 0.1f, 1.f), L.ln2_b = r(d, 0.1f);
     w.layers.push_back(std::move(L));
   }
+  return w;
+}
+PackedBatch tiny_batch(const std::vector<int>& lens, uint32_t s) {
+  std::mt19937 rng(s);
+  PackedBatch b;
+  b.cu_seqlens.push_back(0);
+  for (int len : lens) {
+    for (int t = 0; t < len; ++t) {
+      b.ids.push_back(int32_t(rng() % 300));
+      b.type_ids.push_back(int32_t(rng() % 2));
+      b.positions.push_back(t);
+    }
+    b.cu_seqlens.push_back(int32_t(b.ids.size()));
+  }
+  return b;
+}
+
+TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
+  const Precision p = GetParam();
+  TransformerConfig cfg;
+  const BertWeights w = tiny_bert(p, cfg);
   // Batch shapes: short sequences (graph-replayed from the second time a shape is seen), one past
   // the short-sequence attention limit, a single token, and the maximum length.
   const std::vector<std::vector<int>> shapes = {{5, 17, 3}, {300, 100}, {1}, {40, 40, 9}, {512}};
-  auto make = [&](const std::vector<int>& lens, uint32_t s) {
-    std::mt19937 rng(s);
-    PackedBatch b;
-    b.cu_seqlens.push_back(0);
-    for (int len : lens) {
-      for (int t = 0; t < len; ++t) {
-        b.ids.push_back(int32_t(rng() % 300));
-        b.type_ids.push_back(int32_t(rng() % 2));
-        b.positions.push_back(t);
-      }
-      b.cu_seqlens.push_back(int32_t(b.ids.size()));
-    }
-    return b;
-  };
+  const auto& make = tiny_batch;
   PoolingConfig pc;
   pc.mean = pc.cls = true;  // two pooled modes: [S, 2d] rows
-  const size_t od = 2 * d;
+  const size_t od = 2 * kTinyD;
   setenv("EMBEDKIT_CUDA_GRAPHS", "0", 1);  // the reference: every batch enqueued op by op
   cuda::BertEncoder ref_enc(cfg, w, p, 1024);
   unsetenv("EMBEDKIT_CUDA_GRAPHS");
@@ -456,6 +513,33 @@ TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
       float max_diff = 0;
       for (size_t i = 0; i < want[k].size(); ++i) max_diff = std::max(max_diff, std::fabs(got[k][i] - want[k][i]));
       EXPECT_LT(max_diff, 1e-5f) << name(p) << " round " << round << " batch " << k;
+    }
+  }
+}
+
+// The encoder with its LayerNorms folded into the GEMMs (EMBEDKIT_LN_FOLD=2: every batch, CUDA
+// graph captures and replays included) against the same encoder without (0), fp16.
+TEST(CudaLnFold, EncoderFoldedMatchesUnfolded) {
+  std::string why;
+  if (!cuda::available(&why)) GTEST_SKIP() << why;
+  if (!cuda::testing::ln_fold_available()) GTEST_SKIP() << "no Hopper GPU or no CUTLASS in this build";
+  TransformerConfig cfg;
+  const BertWeights w = tiny_bert(Precision::F16, cfg);
+  PoolingConfig pc;
+  pc.mean = pc.cls = true;
+  cuda::testing::set_ln_fold(0);
+  cuda::BertEncoder plain(cfg, w, Precision::F16, 1024);
+  cuda::testing::set_ln_fold(2);
+  cuda::BertEncoder folded(cfg, w, Precision::F16, 1024);
+  cuda::testing::set_ln_fold(-1);
+  for (int round = 0; round < 3; ++round) {  // shapes repeat: graphs are captured, then replayed
+    for (const auto& lens : std::vector<std::vector<int>>{{5, 17, 3}, {300, 100}, {1}, {512}}) {
+      const PackedBatch b = tiny_batch(lens, uint32_t(round * 10 + lens.size()));
+      const size_t n = size_t(b.sequences()) * 2 * kTinyD;
+      std::vector<float> want(n, NAN), got(n, NAN);
+      plain.encode(b, pc, {}, true, want.data());
+      folded.encode(b, pc, {}, true, got.data());
+      EXPECT_LT(rel_err(got, want), 2e-3) << "round " << round << " tokens " << b.tokens();
     }
   }
 }

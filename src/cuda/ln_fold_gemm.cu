@@ -1,0 +1,218 @@
+// BERT's post-LayerNorms folded into the GEMMs around them, as CUTLASS sm90 kernels with epilogue
+// visitor trees (compiled for sm_90a; CUTLASS 4.2 headers from the nvidia-cutlass wheel).
+//
+// A post-LN encoder layer writes h = LN(x) out (one read and one write of [T, d]) for the next
+// GEMM and the residual after it. Folded, h is never written: a stats pass reads x once
+// (layernorm_stats in kernels.cuh: r = 1/sqrt(var + eps), n = −mean·r per row), and
+//   consumer GEMM  LN(x)·Wᵀ + b = r ⊙ (x·W′ᵀ) + n ⊗ s + c,  W′ = W·diag(γ), s = W′·1, c = W·β + b
+//   residual GEMM  y·Wᵀ + b + LN(x) = acc + (x·r + n) ⊙ γ + (b + β)   (x read as the source C)
+// Measured first with bench/cutlass_ln_fold_probe.cu (H100, 65,536 tokens, docs/benchmarks.md):
+// the folded GEMMs run within a few % of cuBLASLt's, and the layer's two LayerNorm passes become
+// two read-only stats passes. Launch shapes per GEMM from that probe (see pick() below).
+#include "cuda/ln_fold_gemm.h"
+
+#include <cmath>
+#include <string>
+
+#include "util/error.h"
+
+#ifdef EMBEDKIT_HAVE_CUTLASS
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/thread/activation.h"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass/util/packed_stride.hpp"
+#endif
+
+namespace embedkit::cuda {
+
+void fold_layernorm_into_linear(const std::vector<float>& W, const std::vector<float>& b,
+                                const std::vector<float>& gamma, const std::vector<float>& beta, int N, int K,
+                                float (*round)(float), std::vector<float>& W_folded, std::vector<float>& s,
+                                std::vector<float>& c) {
+  EK_CHECK(W.size() == size_t(N) * size_t(K) && b.size() == size_t(N) && gamma.size() == size_t(K) &&
+               beta.size() == size_t(K),
+           "fold_layernorm_into_linear: shapes do not match W [" + std::to_string(N) + ", " + std::to_string(K) + "]");
+  W_folded.resize(W.size());
+  s.assign(N, 0.f);
+  c.assign(N, 0.f);
+  for (int j = 0; j < N; ++j) {
+    double ss = 0, cc = b[j];
+    for (int k = 0; k < K; ++k) {
+      const float w = round(W[size_t(j) * K + k] * gamma[k]);
+      W_folded[size_t(j) * K + k] = w;
+      ss += w;
+      cc += double(W[size_t(j) * K + k]) * beta[k];
+    }
+    s[j] = float(ss);
+    c[j] = float(cc);
+  }
+}
+
+#ifdef EMBEDKIT_HAVE_CUTLASS
+namespace {
+using namespace cute;
+namespace fu = cutlass::epilogue::fusion;
+using Half = cutlass::half_t;
+
+template <class Tile>
+struct Trees {
+  using RowVec = fu::Sm90ColBroadcast<0, Tile, float, float, Stride<_1, _0, int64_t>>;  // one value per token (M)
+  using ColVec = fu::Sm90RowBroadcast<0, Tile, float, float, Stride<_0, _1, int64_t>>;  // one value per feature (N)
+  template <template <class> class F, class Out = float>
+  using Op = fu::Sm90Compute<F, Out, float, cutlass::FloatRoundStyle::round_to_nearest>;
+  template <class Out>
+  using Affine = fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add, Out>, RowVec, fu::Sm90AccFetch,
+                             fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add>, RowVec, ColVec, ColVec>>;
+  using Fold = Affine<Half>;                                                                    // r·acc + (n·s + c)
+  using FoldGelu = fu::Sm90EVT<Op<cutlass::epilogue::thread::GELU_taylor, Half>, Affine<float>>;  // GELU(…)
+  using LnResidual =                                                                             // (C·r + n)·γ + (acc + bb)
+      fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add, Half>,
+                  fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add>, fu::Sm90SrcFetch<Half>, RowVec, RowVec>, ColVec,
+                  fu::Sm90EVT<Op<cutlass::plus>, fu::Sm90AccFetch, ColVec>>;
+};
+
+struct Operands {
+  int M, N, K;
+  const __half *A, *W, *C;
+  __half* D;
+  const float *r, *n, *v1, *v2;
+};
+
+template <FoldKind KIND, class MainSchedule, class EpiSchedule, class Tile, class Cluster = Shape<_1, _1, _1>>
+struct FoldGemm {
+  using Row = cutlass::layout::RowMajor;
+  using Tr = Trees<Tile>;
+  using Tree = cute::conditional_t<KIND == FoldKind::Fold, typename Tr::Fold,
+                                   cute::conditional_t<KIND == FoldKind::FoldGelu, typename Tr::FoldGelu,
+                                                       typename Tr::LnResidual>>;
+  using ElementC = cute::conditional_t<KIND == FoldKind::LnResidual, Half, void>;
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, 8, Half, Row, 8, EpiSchedule,
+      Tree>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Half, Row, 8, Half, cutlass::layout::ColumnMajor, 8, float,
+      Tile, Cluster,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      MainSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static void run(const Operands& o, int sms, cudaStream_t stream) {
+    cutlass::KernelHardwareInfo hw;
+    hw.device_id = 0;
+    hw.sm_count = sms;
+    const Stride<_1, _0, int64_t> per_row{};
+    const Stride<_0, _1, int64_t> per_col{};
+    typename Gemm::Arguments args{
+        cutlass::gemm::GemmUniversalMode::kGemm,
+        {o.M, o.N, o.K, 1},
+        {reinterpret_cast<const Half*>(o.A),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, make_shape(o.M, o.K, 1)),
+         reinterpret_cast<const Half*>(o.W),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, make_shape(o.N, o.K, 1))},
+        {{},
+         reinterpret_cast<const Half*>(KIND == FoldKind::LnResidual ? o.C : nullptr),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideC{}, make_shape(o.M, o.N, 1)),
+         reinterpret_cast<Half*>(o.D),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(o.M, o.N, 1))},
+        hw};
+    // Tree arguments: children in order, then the node's own ({} for the computes).
+    if constexpr (KIND == FoldKind::Fold) {
+      args.epilogue.thread = {{o.r, 0.f, per_row}, {}, {{o.n, 0.f, per_row}, {o.v1, 0.f, per_col}, {o.v2, 0.f, per_col}, {}}, {}};
+    } else if constexpr (KIND == FoldKind::FoldGelu) {
+      args.epilogue.thread = {
+          {{o.r, 0.f, per_row}, {}, {{o.n, 0.f, per_row}, {o.v1, 0.f, per_col}, {o.v2, 0.f, per_col}, {}}, {}}, {}};
+    } else {
+      args.epilogue.thread = {
+          {{}, {o.r, 0.f, per_row}, {o.n, 0.f, per_row}, {}}, {o.v1, 0.f, per_col}, {{}, {o.v2, 0.f, per_col}, {}}, {}};
+    }
+    Gemm gemm;
+    EK_CHECK(gemm.can_implement(args) == cutlass::Status::kSuccess,
+             "folded GEMM: CUTLASS cannot run M=" + std::to_string(o.M) + " N=" + std::to_string(o.N) +
+                 " K=" + std::to_string(o.K) + " (K and N must be multiples of 8)");
+    EK_CHECK(Gemm::get_workspace_size(args) == 0, "folded GEMM: unexpected CUTLASS workspace");
+    EK_CHECK(gemm.initialize(args, nullptr, stream) == cutlass::Status::kSuccess, "folded GEMM: CUTLASS initialize failed");
+    EK_CHECK(gemm.run(stream) == cutlass::Status::kSuccess, "folded GEMM: CUTLASS launch failed");
+  }
+};
+
+using PP = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+using PPE = cutlass::epilogue::TmaWarpSpecialized;
+using CO = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+using COE = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using T128 = Shape<_128, _128, _64>;
+using T256 = Shape<_256, _128, _64>;
+using C2 = Shape<_2, _1, _1>;  // 2-CTA clusters along M (the W tile multicast to both)
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, sms = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    return sms;
+  }();
+  return n;
+}
+}  // namespace
+
+bool ln_fold_usable() {
+  static const bool usable = [] {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+      return false;
+    return major == 9 && minor == 0;
+  }();
+  return usable;
+}
+
+// Launch shapes from the probe (H100, 65,536 tokens, two calls; ms folded vs cuBLASLt on the
+// materialized LN(x), MiniLM d 384 / BERT-base d 768):
+//   q|k|v      ping-pong 128×128 (0.116 vs 0.109); with 2-CTA clusters at d 768 (0.350 vs 0.359)
+//   attn out   cooperative 128×128 at d 384 (0.064 vs 0.068); ping-pong 128×128 at d 768 (0.146 vs 0.140)
+//   FFN up     ping-pong 128×128, 2-CTA clusters (0.174 vs 0.173; 0.507 vs 0.527)
+//   FFN down   ping-pong 128×128 at d 384 (0.131 vs 0.132); cooperative 256×128 at d 768 (0.458 vs 0.437)
+// (also tried: cooperative 128×128, 128×256, 256×128 with 2-CTA clusters, ping-pong 64×256.)
+void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __half* W, const __half* C, __half* D,
+                  const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream) {
+  if (M == 0) return;
+  const Operands o{M, N, K, A, W, C, D, r, n, v1, v2};
+  const int sms = sm_count();
+  switch (kind) {
+    case FoldKind::Fold:
+      if (K <= 384) FoldGemm<FoldKind::Fold, PP, PPE, T128>::run(o, sms, stream);
+      else FoldGemm<FoldKind::Fold, PP, PPE, T128, C2>::run(o, sms, stream);
+      break;
+    case FoldKind::FoldGelu:
+      FoldGemm<FoldKind::FoldGelu, PP, PPE, T128, C2>::run(o, sms, stream);
+      break;
+    case FoldKind::LnResidual:
+      if (K == N) {  // attention out
+        if (N <= 384) FoldGemm<FoldKind::LnResidual, CO, COE, T128>::run(o, sms, stream);
+        else FoldGemm<FoldKind::LnResidual, PP, PPE, T128>::run(o, sms, stream);
+      } else {  // FFN down
+        if (N <= 384) FoldGemm<FoldKind::LnResidual, PP, PPE, T128>::run(o, sms, stream);
+        else FoldGemm<FoldKind::LnResidual, CO, COE, T256>::run(o, sms, stream);
+      }
+      break;
+  }
+}
+
+#else  // built without CUTLASS's headers
+
+bool ln_fold_usable() { return false; }
+void ln_fold_gemm(FoldKind, int, int, int, const __half*, const __half*, const __half*, __half*, const float*,
+                  const float*, const float*, const float*, cudaStream_t) {
+  throw Error("folded GEMMs: this build has no CUTLASS (configure with EMBEDKIT_CUTLASS_INCLUDE)");
+}
+
+#endif
+
+}  // namespace embedkit::cuda

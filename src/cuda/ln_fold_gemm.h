@@ -1,0 +1,35 @@
+// BERT's post-LayerNorms folded into the GEMMs around them (Hopper, sm_90a, CUTLASS epilogue
+// visitor trees); see ln_fold_gemm.cu. Built when CUTLASS's headers are found (CMake:
+// EMBEDKIT_CUTLASS_INCLUDE, fetched by scripts/install-deps.sh); callers check ln_fold_usable().
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <vector>
+
+namespace embedkit::cuda {
+
+// True when the folded GEMMs were compiled in and the current device runs them (compute
+// capability 9.0).
+bool ln_fold_usable();
+
+enum class FoldKind {
+  Fold,        // D = r ⊙ (A·W′ᵀ) + n ⊗ s + c            = LN(A)·Wᵀ + b       (r, n: A's row stats)
+  FoldGelu,    // D = GELU_tanh(the same)                  = GELU(LN(A)·Wᵀ + b)
+  LnResidual,  // D = A·Wᵀ + (C·r + n) ⊙ γ + (b + β)       = A·Wᵀ + b + LN(C)   (r, n: C's row stats)
+};
+
+// fp16, row-major A [M, K], W [N, K], C and D [M, N]; r, n per row (fp32 [M]); v1, v2 per
+// column (fp32 [N]): s, c for the folds, γ, b + β for LnResidual. K and N multiples of 8.
+void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __half* W, const __half* C, __half* D,
+                  const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream);
+
+// Host side of the fold for a linear layer y = LN(x)·Wᵀ + b, LN(x) = (x − μ)·rstd ⊙ γ + β:
+// W′ = W·diag(γ) (rounded as the device will store it, `round` = fp16 rounding), s = W′·1 and
+// c = W·β + b (fp32, summed in double). W is [N, K] row-major.
+void fold_layernorm_into_linear(const std::vector<float>& W, const std::vector<float>& b,
+                                const std::vector<float>& gamma, const std::vector<float>& beta, int N, int K,
+                                float (*round)(float), std::vector<float>& W_folded, std::vector<float>& s,
+                                std::vector<float>& c);
+
+}  // namespace embedkit::cuda
