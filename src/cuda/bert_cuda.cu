@@ -310,7 +310,10 @@ struct BertEncoder::Impl {
     float *g_in = nullptr, *bb_o = nullptr, *g1 = nullptr, *bb_o2 = nullptr;  // γ, b + β of the residuals
   };
   std::vector<FoldW> fold;
-  float* row_stats = nullptr;  // [4][capacity]: r, n of the layer input, r, n of the attention block's output
+  // [8][capacity] fp32: r, n of the layer input and of the attention block's output x1; Σ, Σ² of
+  // each (filled by the residual GEMMs' epilogues).
+  float* row_stats = nullptr;
+  bool fold_sums = true;  // statistics from the residual GEMMs' row sums (EMBEDKIT_LN_FOLD_SUMS=0: stats passes)
 
   struct LayerW {
     void *w_qkv, *b_qkv, *w_o, *b_o, *ln1_g, *ln1_b, *w_i, *b_i, *w_o2, *b_o2, *ln2_g, *ln2_b;
@@ -481,7 +484,7 @@ struct BertEncoder::Impl {
       EK_CUDA(cudaMalloc(&ctx, capacity * d * elem()));
       EK_CUDA(cudaMalloc(&tmp, capacity * d * elem()));
       EK_CUDA(cudaMalloc(&inter, capacity * I * elem()));
-      EK_CUDA(cudaMalloc(&row_stats, 4 * capacity * sizeof(float)));
+      EK_CUDA(cudaMalloc(&row_stats, 8 * capacity * sizeof(float)));
     }
     if (grow_ints) {
       if (d_ints) cudaFree(d_ints);
@@ -536,7 +539,7 @@ struct BertEncoder::Impl {
     launch_embed_layernorm<T>(d_ints + off.ids, d_ints + off.types, d_ints + off.pos, static_cast<const T*>(word),
                               static_cast<const T*>(pos), static_cast<const T*>(type), static_cast<const T*>(emb_g),
                               static_cast<const T*>(emb_b), Tn, d, int(cfg.position_offset), eps, hid, stream,
-                              ln_pairs, folded);
+                              ln_pairs, folded ? row_stats : nullptr, folded ? row_stats + capacity : nullptr);
     mark(&PhaseTimes::embed);
     if constexpr (std::is_same_v<T, __half>) {
       if (folded) enqueue_folded_layers(Tn, I, eps, off, n_tiles, tile_rows);
@@ -587,18 +590,24 @@ struct BertEncoder::Impl {
   }
 
   // The layers with folded LayerNorms (ln_fold_gemm.cu). `hidden` holds the embeddings' sum on
-  // entry and each layer's LN2 input after it; x1 (LN1's input) lives in `tmp`. The last LN2 runs
-  // as a pass, for pooling.
+  // entry (its statistics written by the embeddings kernel) and each layer's LN2 input after it;
+  // x1 (LN1's input) lives in `tmp`. The statistics of x1 and x2 come from the residual GEMMs' row
+  // sums (or, with fold_sums off, from stats passes). The last LN2 runs as a pass, for pooling.
   void enqueue_folded_layers(int Tn, int I, float eps, const Offsets& off, int n_tiles, int tile_rows) {
     const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
     __half* hid = static_cast<__half*>(hidden);
     __half* x1 = static_cast<__half*>(tmp);
-    float *r0 = row_stats, *n0 = row_stats + capacity, *r1 = row_stats + 2 * capacity, *n1 = row_stats + 3 * capacity;
+    float* st[8];
+    for (int i = 0; i < 8; ++i) st[i] = row_stats + size_t(i) * capacity;
+    float *r0 = st[0], *n0 = st[1], *r1 = st[2], *n1 = st[3], *sum0 = st[4], *sq0 = st[5], *sum1 = st[6], *sq1 = st[7];
     for (size_t l = 0; l < layers.size(); ++l) {
       const LayerW& L = layers[l];
       const FoldW& F = fold[l];
-      launch_layernorm_stats<__half>(hid, Tn, d, eps, r0, n0, stream);
-      mark(&PhaseTimes::layernorm);
+      const bool last = l + 1 == layers.size();
+      if (!fold_sums && l > 0) {
+        launch_layernorm_stats<__half>(hid, Tn, d, eps, r0, n0, stream);
+        mark(&PhaseTimes::layernorm);
+      }
       ln_fold_gemm(FoldKind::Fold, Tn, 3 * d, d, hid, static_cast<const __half*>(F.w_qkv), nullptr,
                    static_cast<__half*>(qkv), r0, n0, F.s_qkv, F.c_qkv, stream);
       mark(&PhaseTimes::gemm);
@@ -606,19 +615,28 @@ struct BertEncoder::Impl {
                                reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, H, false,
                                static_cast<__half*>(ctx), stream);
       mark(&PhaseTimes::attention);
-      // x1 = ctx·W_oᵀ + b_o + LN_in(x)
-      ln_fold_gemm(FoldKind::LnResidual, Tn, d, d, static_cast<const __half*>(ctx), static_cast<const __half*>(L.w_o),
-                   hid, x1, r0, n0, F.g_in, F.bb_o, stream);
+      // x1 = ctx·W_oᵀ + b_o + LN_in(x) (and x1's row sums)
+      ln_fold_gemm(fold_sums ? FoldKind::LnResidualSums : FoldKind::LnResidual, Tn, d, d,
+                   static_cast<const __half*>(ctx), static_cast<const __half*>(L.w_o), hid, x1, r0, n0, F.g_in,
+                   F.bb_o, stream, sum1, sq1);
       mark(&PhaseTimes::gemm);
-      launch_layernorm_stats<__half>(x1, Tn, d, eps, r1, n1, stream);
+      if (fold_sums) launch_layernorm_stats_from_sums(sum1, sq1, Tn, d, eps, r1, n1, stream);
+      else launch_layernorm_stats<__half>(x1, Tn, d, eps, r1, n1, stream);
       mark(&PhaseTimes::layernorm);
       ln_fold_gemm(FoldKind::FoldGelu, Tn, I, d, x1, static_cast<const __half*>(F.w_i), nullptr,
                    static_cast<__half*>(inter), r1, n1, F.s_i, F.c_i, stream);
       mark(&PhaseTimes::gemm);
-      // x2 = inter·W_o2ᵀ + b_o2 + LN1(x1), LN2's input, into hidden
-      ln_fold_gemm(FoldKind::LnResidual, Tn, d, I, static_cast<const __half*>(inter),
-                   static_cast<const __half*>(L.w_o2), x1, hid, r1, n1, F.g1, F.bb_o2, stream);
+      // x2 = inter·W_o2ᵀ + b_o2 + LN1(x1), LN2's input, into hidden (and its row sums but after the
+      // last layer, whose LN2 runs as a pass)
+      const bool sums = fold_sums && !last;
+      ln_fold_gemm(sums ? FoldKind::LnResidualSums : FoldKind::LnResidual, Tn, d, I,
+                   static_cast<const __half*>(inter), static_cast<const __half*>(L.w_o2), x1, hid, r1, n1, F.g1,
+                   F.bb_o2, stream, sum0, sq0);
       mark(&PhaseTimes::gemm);
+      if (sums) {
+        launch_layernorm_stats_from_sums(sum0, sq0, Tn, d, eps, r0, n0, stream);
+        mark(&PhaseTimes::layernorm);
+      }
     }
     launch_add_layernorm<__half>(nullptr, hid, static_cast<const __half*>(layers.back().ln2_g),
                                  static_cast<const __half*>(layers.back().ln2_b), Tn, d, eps, stream, ln_pairs);
@@ -827,6 +845,8 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   if (fold_mode > 0 && p == Precision::F16 && gelu && !m.exact_gelu && m.fuse_residual && cfg.hidden_size % 64 == 0 &&
       cfg.intermediate_size % 8 == 0 && !w.layers.empty() && ln_fold_usable())
     m.ln_fold = std::min(fold_mode, 2);
+  const char* sums_env = std::getenv("EMBEDKIT_LN_FOLD_SUMS");
+  m.fold_sums = !(sums_env && std::string(sums_env) == "0");
   if (p == Precision::F16) m.load<__half>(w);
   else m.load<__nv_bfloat16>(w);
   for (auto& s : m.slots) m.ensure_capacity(s, max_batch_tokens, 64, 64, 64 * 4 * size_t(cfg.hidden_size));

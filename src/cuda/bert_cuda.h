@@ -129,7 +129,10 @@ std::vector<float> folded_ln_linear(const std::vector<float>& x, int T, int K, c
                                     const std::vector<float>& b, int N, const std::vector<float>& gamma,
                                     const std::vector<float>& beta, float eps, bool gelu);
 // y = a·Wᵀ + b + LN(x) through the stats pass and the folded residual GEMM, fp16; a [T, K], x [T, N].
+// With `stats` the GEMM also sums each output row (Σy, Σy² in its epilogue) and the result is the
+// next LayerNorm's statistics from those sums instead: [r (T), n (T)], r = 1/sqrt(var + eps), n = −mean·r.
 std::vector<float> folded_ln_residual(const std::vector<float>& a, int T, int K, const std::vector<float>& W,
                                       const std::vector<float>& b, int N, const std::vector<float>& x,
-                                      const std::vector<float>& gamma, const std::vector<float>& beta, float eps);
+                                      const std::vector<float>& gamma, const std::vector<float>& beta, float eps,
+                                      bool stats = false);
 }  // namespace embedkit::cuda::testing

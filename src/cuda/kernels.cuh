@@ -300,7 +300,8 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
                                            const int* __restrict__ pos, const T* __restrict__ word,
                                            const T* __restrict__ pos_emb, const T* __restrict__ type_emb,
                                            const T* __restrict__ g, const T* __restrict__ b, int T_, int d,
-                                           int pos_off, float eps, T* __restrict__ out, int raw) {
+                                           int pos_off, float eps, T* __restrict__ out, float* __restrict__ raw_r,
+                                           float* __restrict__ raw_n) {
   using P = Pair<T>;
   using C = PairChunk<typename P::type, kPairs>;
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -329,18 +330,6 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
     }
   }
   C* o = reinterpret_cast<C*>(out + size_t(t) * d);
-  if (raw) {  // the sum alone: its LayerNorm is folded into the first layer's GEMMs (ln_fold_gemm.cu)
-#pragma unroll
-    for (int k = 0; k < kMaxChunks; ++k) {
-      if (k < per) {
-        C r;
-#pragma unroll
-        for (int j = 0; j < kPairs; ++j) r.v[j] = P::from_f2(v[k][j].x, v[k][j].y);
-        o[lane + 32 * k] = r;
-      }
-    }
-    return;
-  }
   const float mean = warp_sum(sum) / float(d);
   float var = 0.f;
 #pragma unroll
@@ -350,6 +339,19 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
       for (int j = 0; j < kPairs; ++j)
         var += (v[k][j].x - mean) * (v[k][j].x - mean) + (v[k][j].y - mean) * (v[k][j].y - mean);
   const float inv = rsqrtf(warp_sum(var) / float(d) + eps);
+  if (raw_r) {  // the sum and its LayerNorm statistics: the LayerNorm is folded into layer 0's GEMMs
+#pragma unroll
+    for (int k = 0; k < kMaxChunks; ++k) {
+      if (k < per) {
+        C r;
+#pragma unroll
+        for (int j = 0; j < kPairs; ++j) r.v[j] = P::from_f2(v[k][j].x, v[k][j].y);
+        o[lane + 32 * k] = r;
+      }
+    }
+    if (lane == 0) raw_r[t] = inv, raw_n[t] = -mean * inv;
+    return;
+  }
   const C* gr = reinterpret_cast<const C*>(g);
   const C* br = reinterpret_cast<const C*>(b);
 #pragma unroll
@@ -368,19 +370,21 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
 }
 
 // pairs as for launch_add_layernorm (-1: the widest d allows; 0: the scalar kernel, any d % 32 == 0).
-// raw: write the sum without its LayerNorm (pairs ≥ 1 only; for the folded path, ln_fold_gemm.cu).
+// raw_r, raw_n (fp32 [T_]): write the sum without its LayerNorm and the LayerNorm's row statistics
+// there (r = 1/sqrt(var + eps), n = −mean·r; pairs ≥ 1 only), for the folded path (ln_fold_gemm.cu).
 template <typename T>
 void launch_embed_layernorm(const int* ids, const int* types, const int* pos, const T* word, const T* pos_emb,
                             const T* type_emb, const T* g, const T* b, int T_, int d, int pos_off, float eps, T* out,
-                            cudaStream_t stream, int pairs = -1, bool raw = false) {
+                            cudaStream_t stream, int pairs = -1, float* raw_r = nullptr, float* raw_n = nullptr) {
   const int warps = 8;
   const dim3 grid((T_ + warps - 1) / warps), block(32 * warps);
   if (pairs < 0) pairs = d % 256 == 0 ? 4 : d % 128 == 0 ? 2 : d % 64 == 0 ? 1 : 0;
   EK_CHECK((pairs == 0 || pairs == 1 || pairs == 2 || pairs == 4) && (pairs == 0 || d % (64 * pairs) == 0),
            "embeddings: " + std::to_string(pairs) + " element pairs per load do not divide d = " + std::to_string(d));
-  EK_CHECK(!raw || pairs > 0, "embeddings: the raw sum needs d % 64 == 0, found d = " + std::to_string(d));
+  EK_CHECK(!raw_r || pairs > 0, "embeddings: the raw sum needs d % 64 == 0, found d = " + std::to_string(d));
 #define EK_EMB_LN(KERNEL) \
-  KERNEL<<<grid, block, 0, stream>>>(ids, types, pos, word, pos_emb, type_emb, g, b, T_, d, pos_off, eps, out, raw)
+  KERNEL<<<grid, block, 0, stream>>>(ids, types, pos, word, pos_emb, type_emb, g, b, T_, d, pos_off, eps, out, raw_r, \
+                                     raw_n)
   if (pairs == 4) EK_EMB_LN((embed_layernorm_vec_kernel<T, 4>));
   else if (pairs == 2) EK_EMB_LN((embed_layernorm_vec_kernel<T, 2>));
   else if (pairs == 1) EK_EMB_LN((embed_layernorm_vec_kernel<T, 1>));
@@ -441,6 +445,22 @@ void launch_layernorm_stats(const T* x, int T_, int d, float eps, float* r, floa
   if (d % 256 == 0) layernorm_stats_kernel<T, 4><<<grid, block, 0, stream>>>(x, T_, d, eps, r, n);
   else if (d % 128 == 0) layernorm_stats_kernel<T, 2><<<grid, block, 0, stream>>>(x, T_, d, eps, r, n);
   else layernorm_stats_kernel<T, 1><<<grid, block, 0, stream>>>(x, T_, d, eps, r, n);
+}
+
+// The same statistics from row sums Σx and Σx² (fp32, as the folded residual GEMMs accumulate them
+// in their epilogue: ln_fold_gemm.cu), var = Σx²/d − mean² (clamped at 0).
+static __global__ void layernorm_stats_from_sums_kernel(const float* __restrict__ sum, const float* __restrict__ sum_sq,
+                                                 int T_, int d, float eps, float* __restrict__ r, float* __restrict__ n) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= T_) return;
+  const float mean = sum[t] / float(d), var = fmaxf(sum_sq[t] / float(d) - mean * mean, 0.f);
+  const float inv = rsqrtf(var + eps);
+  r[t] = inv, n[t] = -mean * inv;
+}
+inline void launch_layernorm_stats_from_sums(const float* sum, const float* sum_sq, int T_, int d, float eps, float* r,
+                                             float* n, cudaStream_t stream) {
+  if (T_ == 0) return;
+  layernorm_stats_from_sums_kernel<<<(T_ + 255) / 256, 256, 0, stream>>>(sum, sum_sq, T_, d, eps, r, n);
 }
 
 // ------------------------------------------------------------------ residual add + LayerNorm

@@ -70,10 +70,22 @@ struct Trees {
                              fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add>, RowVec, ColVec, ColVec>>;
   using Fold = Affine<Half>;                                                                    // r·acc + (n·s + c)
   using FoldGelu = fu::Sm90EVT<Op<cutlass::epilogue::thread::GELU_taylor, Half>, Affine<float>>;  // GELU(…)
-  using LnResidual =                                                                             // (C·r + n)·γ + (acc + bb)
-      fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add, Half>,
+  template <class Out>
+  using LnResidualValue =  // (C·r + n)·γ + (acc + bb)
+      fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add, Out>,
                   fu::Sm90EVT<Op<cutlass::homogeneous_multiply_add>, fu::Sm90SrcFetch<Half>, RowVec, RowVec>, ColVec,
                   fu::Sm90EVT<Op<cutlass::plus>, fu::Sm90AccFetch, ColVec>>;
+  using LnResidual = LnResidualValue<Half>;
+  // The same, plus the output rows' Σy and Σy² (fp32, before rounding), added atomically into
+  // per-row sums: the next LayerNorm's statistics without a pass over y (finalized by
+  // layernorm_stats_from_sums, kernels.cuh).
+  using RowSum = fu::Sm90ColReduction<cutlass::plus, cutlass::plus, cutlass::atomic_add, 0, Tile, float, float,
+                                      cutlass::FloatRoundStyle::round_to_nearest, Stride<_1, _0, int64_t>>;
+  using LnResidualSums = fu::Sm90SplitTreeVisitor<
+      LnResidualValue<float>,                                                                      // y (input tree)
+      fu::Sm90EVT<Op<cutlass::epilogue::thread::Identity, Half>, fu::Sm90SplitTreeFetch>,          // D = y
+      fu::Sm90EVT<RowSum, fu::Sm90SplitTreeFetch>,                                                 // Σy
+      fu::Sm90EVT<RowSum, fu::Sm90EVT<Op<cutlass::square>, fu::Sm90SplitTreeFetch>>>;              // Σy²
 };
 
 struct Operands {
@@ -81,16 +93,20 @@ struct Operands {
   const __half *A, *W, *C;
   __half* D;
   const float *r, *n, *v1, *v2;
+  float *sum = nullptr, *sum_sq = nullptr;  // LnResidualSums
 };
 
 template <FoldKind KIND, class MainSchedule, class EpiSchedule, class Tile, class Cluster = Shape<_1, _1, _1>>
 struct FoldGemm {
   using Row = cutlass::layout::RowMajor;
   using Tr = Trees<Tile>;
-  using Tree = cute::conditional_t<KIND == FoldKind::Fold, typename Tr::Fold,
-                                   cute::conditional_t<KIND == FoldKind::FoldGelu, typename Tr::FoldGelu,
-                                                       typename Tr::LnResidual>>;
-  using ElementC = cute::conditional_t<KIND == FoldKind::LnResidual, Half, void>;
+  using Tree = cute::conditional_t<
+      KIND == FoldKind::Fold, typename Tr::Fold,
+      cute::conditional_t<KIND == FoldKind::FoldGelu, typename Tr::FoldGelu,
+                          cute::conditional_t<KIND == FoldKind::LnResidual, typename Tr::LnResidual,
+                                              typename Tr::LnResidualSums>>>;
+  static constexpr bool kResidual = KIND == FoldKind::LnResidual || KIND == FoldKind::LnResidualSums;
+  using ElementC = cute::conditional_t<kResidual, Half, void>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, 8, Half, Row, 8, EpiSchedule,
@@ -117,7 +133,7 @@ struct FoldGemm {
          reinterpret_cast<const Half*>(o.W),
          cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, make_shape(o.N, o.K, 1))},
         {{},
-         reinterpret_cast<const Half*>(KIND == FoldKind::LnResidual ? o.C : nullptr),
+         reinterpret_cast<const Half*>(kResidual ? o.C : nullptr),
          cutlass::make_cute_packed_stride(typename Kernel::StrideC{}, make_shape(o.M, o.N, 1)),
          reinterpret_cast<Half*>(o.D),
          cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(o.M, o.N, 1))},
@@ -128,17 +144,33 @@ struct FoldGemm {
     } else if constexpr (KIND == FoldKind::FoldGelu) {
       args.epilogue.thread = {
           {{o.r, 0.f, per_row}, {}, {{o.n, 0.f, per_row}, {o.v1, 0.f, per_col}, {o.v2, 0.f, per_col}, {}}, {}}, {}};
-    } else {
+    } else if constexpr (KIND == FoldKind::LnResidual) {
       args.epilogue.thread = {
           {{}, {o.r, 0.f, per_row}, {o.n, 0.f, per_row}, {}}, {o.v1, 0.f, per_col}, {{}, {o.v2, 0.f, per_col}, {}}, {}};
+    } else {  // split tree: {input tree, Σy tree, Σy² tree, output tree}
+      args.epilogue.thread = {
+          {{{}, {o.r, 0.f, per_row}, {o.n, 0.f, per_row}, {}}, {o.v1, 0.f, per_col}, {{}, {o.v2, 0.f, per_col}, {}}, {}},
+          {{}, {o.sum, 0.f, per_row}},
+          {{{}, {}}, {o.sum_sq, 0.f, per_row}},
+          {{}, {}}};
     }
-    Gemm gemm;
-    EK_CHECK(gemm.can_implement(args) == cutlass::Status::kSuccess,
+    EK_CHECK(Gemm::can_implement(args) == cutlass::Status::kSuccess,
              "folded GEMM: CUTLASS cannot run M=" + std::to_string(o.M) + " N=" + std::to_string(o.N) +
                  " K=" + std::to_string(o.K) + " (K and N must be multiples of 8)");
     EK_CHECK(Gemm::get_workspace_size(args) == 0, "folded GEMM: unexpected CUTLASS workspace");
-    EK_CHECK(gemm.initialize(args, nullptr, stream) == cutlass::Status::kSuccess, "folded GEMM: CUTLASS initialize failed");
-    EK_CHECK(gemm.run(stream) == cutlass::Status::kSuccess, "folded GEMM: CUTLASS launch failed");
+    // Params and launch without GemmUniversalAdapter::initialize(): its workspace set-up (which
+    // would zero the row sums) calls the driver API directly, and this binary links no libcuda (a
+    // CUDA build must start where no driver exists). The sums are zeroed here instead.
+    static const cudaError_t smem_ok = cudaFuncSetAttribute(
+        cutlass::device_kernel<Kernel>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Kernel::SharedStorageSize));
+    EK_CHECK(smem_ok == cudaSuccess, std::string("folded GEMM: shared memory attribute: ") + cudaGetErrorString(smem_ok));
+    if constexpr (KIND == FoldKind::LnResidualSums) {
+      EK_CHECK(cudaMemsetAsync(o.sum, 0, size_t(o.M) * sizeof(float), stream) == cudaSuccess &&
+                   cudaMemsetAsync(o.sum_sq, 0, size_t(o.M) * sizeof(float), stream) == cudaSuccess,
+               "folded GEMM: zeroing the row sums failed");
+    }
+    typename Kernel::Params params = Kernel::to_underlying_arguments(args, nullptr);
+    EK_CHECK(Gemm::run(params, stream) == cutlass::Status::kSuccess, "folded GEMM: CUTLASS launch failed");
   }
 };
 
@@ -181,9 +213,11 @@ bool ln_fold_usable() {
 //   FFN down   ping-pong 128×128 at d 384 (0.131 vs 0.132); cooperative 256×128 at d 768 (0.458 vs 0.437)
 // (also tried: cooperative 128×128, 128×256, 256×128 with 2-CTA clusters, ping-pong 64×256.)
 void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __half* W, const __half* C, __half* D,
-                  const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream) {
+                  const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream, float* sum,
+                  float* sum_sq) {
   if (M == 0) return;
-  const Operands o{M, N, K, A, W, C, D, r, n, v1, v2};
+  EK_CHECK(kind != FoldKind::LnResidualSums || (sum && sum_sq), "folded GEMM: row sums need their buffers");
+  const Operands o{M, N, K, A, W, C, D, r, n, v1, v2, sum, sum_sq};
   const int sms = sm_count();
   switch (kind) {
     case FoldKind::Fold:
@@ -202,6 +236,15 @@ void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __h
         else FoldGemm<FoldKind::LnResidual, CO, COE, T256>::run(o, sms, stream);
       }
       break;
+    case FoldKind::LnResidualSums:  // same shapes
+      if (K == N) {
+        if (N <= 384) FoldGemm<FoldKind::LnResidualSums, CO, COE, T128>::run(o, sms, stream);
+        else FoldGemm<FoldKind::LnResidualSums, PP, PPE, T128>::run(o, sms, stream);
+      } else {
+        if (N <= 384) FoldGemm<FoldKind::LnResidualSums, PP, PPE, T128>::run(o, sms, stream);
+        else FoldGemm<FoldKind::LnResidualSums, CO, COE, T256>::run(o, sms, stream);
+      }
+      break;
   }
 }
 
@@ -209,7 +252,7 @@ void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __h
 
 bool ln_fold_usable() { return false; }
 void ln_fold_gemm(FoldKind, int, int, int, const __half*, const __half*, const __half*, __half*, const float*,
-                  const float*, const float*, const float*, cudaStream_t) {
+                  const float*, const float*, const float*, cudaStream_t, float*, float*) {
   throw Error("folded GEMMs: this build has no CUTLASS (configure with EMBEDKIT_CUTLASS_INCLUDE)");
 }
 

@@ -17,12 +17,15 @@ enum class FoldKind {
   Fold,        // D = r ⊙ (A·W′ᵀ) + n ⊗ s + c            = LN(A)·Wᵀ + b       (r, n: A's row stats)
   FoldGelu,    // D = GELU_tanh(the same)                  = GELU(LN(A)·Wᵀ + b)
   LnResidual,  // D = A·Wᵀ + (C·r + n) ⊙ γ + (b + β)       = A·Wᵀ + b + LN(C)   (r, n: C's row stats)
+  LnResidualSums,  // the same, and each row's Σ and Σ² of D (fp32) added atomically into sum, sum_sq
 };
 
 // fp16, row-major A [M, K], W [N, K], C and D [M, N]; r, n per row (fp32 [M]); v1, v2 per
 // column (fp32 [N]): s, c for the folds, γ, b + β for LnResidual. K and N multiples of 8.
+// LnResidualSums: sum and sum_sq (fp32 [M]) receive the row sums (zeroed first).
 void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __half* W, const __half* C, __half* D,
-                  const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream);
+                  const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream,
+                  float* sum = nullptr, float* sum_sq = nullptr);
 
 // Host side of the fold for a linear layer y = LN(x)·Wᵀ + b, LN(x) = (x − μ)·rstd ⊙ γ + β:
 // W′ = W·diag(γ) (rounded as the device will store it, `round` = fp16 rounding), s = W′·1 and

@@ -314,16 +314,25 @@ std::vector<float> folded_ln_linear(const std::vector<float>& x, int T_, int K, 
 
 std::vector<float> folded_ln_residual(const std::vector<float>& a, int T_, int K, const std::vector<float>& W,
                                       const std::vector<float>& b, int N, const std::vector<float>& x,
-                                      const std::vector<float>& gamma, const std::vector<float>& beta, float eps) {
+                                      const std::vector<float>& gamma, const std::vector<float>& beta, float eps,
+                                      bool stats) {
   std::vector<float> bb(static_cast<size_t>(N));
   for (int j = 0; j < N; ++j) bb[size_t(j)] = b[size_t(j)] + beta[size_t(j)];
   Buf da = up<__half>(a), dW = up<__half>(W), dx = up<__half>(x), out = poisoned<__half>(size_t(T_) * N);
   FloatBuf dg(gamma), dbb(bb), r(std::vector<float>(T_, NAN)), n(std::vector<float>(T_, NAN));
   launch_layernorm_stats<__half>(dx.as<__half>(), T_, N, eps, r.p(), n.p(), 0);
-  ln_fold_gemm(FoldKind::LnResidual, T_, N, K, da.as<__half>(), dW.as<__half>(), dx.as<__half>(), out.as<__half>(),
-               r.p(), n.p(), dg.p(), dbb.p(), 0);
+  FloatBuf sums(std::vector<float>(2 * size_t(T_), 0.f)), r2(std::vector<float>(T_, NAN)),
+      n2(std::vector<float>(T_, NAN));
+  ln_fold_gemm(stats ? FoldKind::LnResidualSums : FoldKind::LnResidual, T_, N, K, da.as<__half>(), dW.as<__half>(),
+               dx.as<__half>(), out.as<__half>(), r.p(), n.p(), dg.p(), dbb.p(), 0, sums.p(), sums.p() + T_);
   EK_CUDA(cudaGetLastError());
-  return down<__half>(out, size_t(T_) * N);
+  if (!stats) return down<__half>(out, size_t(T_) * N);
+  launch_layernorm_stats_from_sums(sums.p(), sums.p() + T_, T_, N, eps, r2.p(), n2.p(), 0);
+  EK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> rn(2 * size_t(T_));
+  EK_CUDA(cudaMemcpy(rn.data(), r2.p(), size_t(T_) * sizeof(float), cudaMemcpyDeviceToHost));
+  EK_CUDA(cudaMemcpy(rn.data() + T_, n2.p(), size_t(T_) * sizeof(float), cudaMemcpyDeviceToHost));
+  return rn;
 }
 
 }  // namespace embedkit::cuda::testing

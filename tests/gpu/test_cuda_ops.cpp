@@ -281,6 +281,18 @@ TEST(CudaLnFold, FoldedGemmsMatchLayerNormThenLinear) {
         for (size_t i = 0; i < ref.size(); ++i) ref[i] += h[i];
         auto got = cuda::testing::folded_ln_residual(a, T, K, W, b, d, x, g, beta, eps);
         EXPECT_LT(rel_err(got, ref), bound(p)) << "residual K=" << K << where;
+        // The next LayerNorm's statistics from the epilogue's row sums, against the CPU's of ref.
+        std::vector<float> want(2 * size_t(T));
+        for (int t = 0; t < T; ++t) {
+          double mean = 0, var = 0;
+          for (int i = 0; i < d; ++i) mean += ref[size_t(t) * d + size_t(i)];
+          mean /= d;
+          for (int i = 0; i < d; ++i) var += (ref[size_t(t) * d + size_t(i)] - mean) * (ref[size_t(t) * d + size_t(i)] - mean);
+          const double r = 1.0 / std::sqrt(var / d + eps);
+          want[size_t(t)] = float(r), want[size_t(T + t)] = float(-mean * r);
+        }
+        auto stats = cuda::testing::folded_ln_residual(a, T, K, W, b, d, x, g, beta, eps, true);
+        EXPECT_LT(rel_err(stats, want), bound(p)) << "row sums K=" << K << where;
       }
     }
   }
