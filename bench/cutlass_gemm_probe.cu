@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cuda/kernels.cuh"
+#include "cutlass_probe_util.h"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -37,35 +38,6 @@ struct Buffers {
   __half *x, *W, *b, *y, *y0, *ref;
 };
 
-template <class F>
-float time_ms(F fn, int reps = 20) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  fn();
-  cudaDeviceSynchronize();
-  cudaEventRecord(a);
-  for (int i = 0; i < reps; ++i) fn();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return ms / reps;
-}
-float rel_l2(const __half* a, const __half* b, size_t n) {
-  std::vector<__half> ha(n), hb(n);
-  cudaMemcpy(ha.data(), a, n * 2, cudaMemcpyDeviceToHost);
-  cudaMemcpy(hb.data(), b, n * 2, cudaMemcpyDeviceToHost);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(__half2float(ha[i])) - __half2float(hb[i]);
-    num += d * d;
-    den += double(__half2float(hb[i])) * __half2float(hb[i]);
-  }
-  return float(std::sqrt(num / (den + 1e-30)));
-}
 void report(const char* kernel, const Problem& p, float ms, float err) {
   if (ms < 0) return (void)std::printf("%-10s %-6s cannot run\n", p.name, kernel);
   std::printf("%-10s %-6s %8.4f ms  %6.1f TFLOP/s  rel_l2 %.1e\n", p.name, kernel, ms,
@@ -122,8 +94,8 @@ struct CutlassGemm {
     if (gemm.initialize(args, ws) != cutlass::Status::kSuccess) return report(label, p, -1, -1);
     gemm.run();
     cudaDeviceSynchronize();
-    const float err = rel_l2(B.y, B.ref, size_t(M) * N);
-    report(label, p, time_ms([&] { gemm.run(); }), err);
+    const float err = probe::rel_l2(B.y, B.ref, size_t(M) * N);
+    report(label, p, probe::time_ms([&] { gemm.run(); }), err);
     cudaFree(ws);
   }
 };
@@ -188,7 +160,7 @@ int main() {
     lt_run();
     cudaDeviceSynchronize();
     cudaMemcpy(B.ref, B.y, size_t(p.M) * p.N * 2, cudaMemcpyDeviceToDevice);
-    report("lt", p, time_ms(lt_run), 0.f);
+    report("lt", p, probe::time_ms(lt_run), 0.f);
     if (p.epi == kBias) probe_all<kBias>(B, p, sms);
     else if (p.epi == kBiasGelu) probe_all<kBiasGelu>(B, p, sms);
     else probe_all<kBiasRes>(B, p, sms);

@@ -31,6 +31,7 @@
 #include "cuda/attention_wgmma.h"
 #include "cuda/ln_fold_gemm.h"
 #include "cuda/bert_cuda.h"
+#include "cuda/device_caps.h"
 #include "cuda/graph_buckets.h"
 #include "cuda/kernels.cuh"
 #include "util/error.h"
@@ -106,14 +107,7 @@ static int testing_ln_fold_override = -1;  // EMBEDKIT_LN_FOLD for encoders made
 // default: slower than the mma.sync kernel so far (H100, long workload, attention ms MiniLM-L6 /
 // BERT-base: 30.5 / 125 vs 24.8 / 93; docs/benchmarks.md, "wgmma attention").
 static bool wgmma_attention_usable() {
-  static const bool usable = [] {
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-      return false;
-    return major == 9 && minor == 0 && wgmma_attention_loadable();
-  }();
+  static const bool usable = current_device_is_sm90() && wgmma_attention_loadable();
   return usable;
 }
 static bool wgmma_attention_selected() {

@@ -251,6 +251,45 @@ struct alignas(sizeof(V) * N) PairChunk {
   V v[N];
 };
 
+// The row-per-warp kernels below hold a row as v[k][j] (chunk k of this lane, pair j; `per` chunks
+// valid) with `sum` its lane's partial sum. Two-pass statistics: mean, then inv = 1/sqrt(var + eps).
+template <int kMaxChunks, int kPairs>
+__device__ __forceinline__ void row_mean_inv(const float2 (&v)[kMaxChunks][kPairs], int per, float sum, int d,
+                                             float eps, float& mean, float& inv) {
+  mean = warp_sum(sum) / float(d);
+  float var = 0.f;
+#pragma unroll
+  for (int k = 0; k < kMaxChunks; ++k)
+    if (k < per)
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j)
+        var += (v[k][j].x - mean) * (v[k][j].x - mean) + (v[k][j].y - mean) * (v[k][j].y - mean);
+  inv = rsqrtf(warp_sum(var) / float(d) + eps);
+}
+// out_row[lane + 32k] = (v − mean)·inv·γ + β, chunk by chunk.
+template <typename T, int kMaxChunks, int kPairs>
+__device__ __forceinline__ void store_normalized(const float2 (&v)[kMaxChunks][kPairs], int per, float mean, float inv,
+                                                 const T* g, const T* b, T* out_row, int lane) {
+  using P = Pair<T>;
+  using C = PairChunk<typename P::type, kPairs>;
+  const C* gr = reinterpret_cast<const C*>(g);
+  const C* br = reinterpret_cast<const C*>(b);
+  C* o = reinterpret_cast<C*>(out_row);
+#pragma unroll
+  for (int k = 0; k < kMaxChunks; ++k) {
+    if (k < per) {
+      const C gg = gr[lane + 32 * k], bb = br[lane + 32 * k];
+      C r;
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) {
+        const float2 gj = P::to_f2(gg.v[j]), bj = P::to_f2(bb.v[j]);
+        r.v[j] = P::from_f2((v[k][j].x - mean) * inv * gj.x + bj.x, (v[k][j].y - mean) * inv * gj.y + bj.y);
+      }
+      o[lane + 32 * k] = r;
+    }
+  }
+}
+
 // ------------------------------------------------------------------ embeddings + LayerNorm
 // One warp per token: hidden[t] = LN(word[id] + pos[p] + type[tt]).
 template <typename T>
@@ -329,16 +368,8 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
       }
     }
   }
-  C* o = reinterpret_cast<C*>(out + size_t(t) * d);
-  const float mean = warp_sum(sum) / float(d);
-  float var = 0.f;
-#pragma unroll
-  for (int k = 0; k < kMaxChunks; ++k)
-    if (k < per)
-#pragma unroll
-      for (int j = 0; j < kPairs; ++j)
-        var += (v[k][j].x - mean) * (v[k][j].x - mean) + (v[k][j].y - mean) * (v[k][j].y - mean);
-  const float inv = rsqrtf(warp_sum(var) / float(d) + eps);
+  float mean, inv;
+  row_mean_inv(v, per, sum, d, eps, mean, inv);
   if (raw_r) {  // the sum and its LayerNorm statistics: the LayerNorm is folded into layer 0's GEMMs
 #pragma unroll
     for (int k = 0; k < kMaxChunks; ++k) {
@@ -346,27 +377,13 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
         C r;
 #pragma unroll
         for (int j = 0; j < kPairs; ++j) r.v[j] = P::from_f2(v[k][j].x, v[k][j].y);
-        o[lane + 32 * k] = r;
+        reinterpret_cast<C*>(out + size_t(t) * d)[lane + 32 * k] = r;
       }
     }
     if (lane == 0) raw_r[t] = inv, raw_n[t] = -mean * inv;
     return;
   }
-  const C* gr = reinterpret_cast<const C*>(g);
-  const C* br = reinterpret_cast<const C*>(b);
-#pragma unroll
-  for (int k = 0; k < kMaxChunks; ++k) {
-    if (k < per) {
-      const C gg = gr[lane + 32 * k], bb = br[lane + 32 * k];
-      C r;
-#pragma unroll
-      for (int j = 0; j < kPairs; ++j) {
-        const float2 gj = P::to_f2(gg.v[j]), bj = P::to_f2(bb.v[j]);
-        r.v[j] = P::from_f2((v[k][j].x - mean) * inv * gj.x + bj.x, (v[k][j].y - mean) * inv * gj.y + bj.y);
-      }
-      o[lane + 32 * k] = r;
-    }
-  }
+  store_normalized<T>(v, per, mean, inv, g, b, out + size_t(t) * d, lane);
 }
 
 // pairs as for launch_add_layernorm (-1: the widest d allows; 0: the scalar kernel, any d % 32 == 0).
@@ -423,15 +440,8 @@ __global__ void layernorm_stats_kernel(const T* __restrict__ x, int T_, int d, f
       }
     }
   }
-  const float mean = warp_sum(sum) / float(d);
-  float var = 0.f;
-#pragma unroll
-  for (int k = 0; k < kMaxChunks; ++k)
-    if (k < per)
-#pragma unroll
-      for (int j = 0; j < kPairs; ++j)
-        var += (v[k][j].x - mean) * (v[k][j].x - mean) + (v[k][j].y - mean) * (v[k][j].y - mean);
-  const float inv = rsqrtf(warp_sum(var) / float(d) + eps);
+  float mean, inv;
+  row_mean_inv(v, per, sum, d, eps, mean, inv);
   if (lane == 0) r[t] = inv, n[t] = -mean * inv;
 }
 
@@ -508,8 +518,6 @@ __global__ void add_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict_
   if (t >= T_) return;
   const C* xr = kAdd ? reinterpret_cast<const C*>(x + size_t(t) * d) : nullptr;
   C* hr = reinterpret_cast<C*>(hidden + size_t(t) * d);
-  const C* gr = reinterpret_cast<const C*>(g);
-  const C* br = reinterpret_cast<const C*>(b);
   constexpr int kMaxChunks = kMaxDPerLane / (2 * kPairs);
   float2 v[kMaxChunks][kPairs];
   float sum = 0.f;
@@ -528,28 +536,9 @@ __global__ void add_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict_
       }
     }
   }
-  const float mean = warp_sum(sum) / float(d);
-  float var = 0.f;
-#pragma unroll
-  for (int k = 0; k < kMaxChunks; ++k)
-    if (k < per)
-#pragma unroll
-      for (int j = 0; j < kPairs; ++j)
-        var += (v[k][j].x - mean) * (v[k][j].x - mean) + (v[k][j].y - mean) * (v[k][j].y - mean);
-  const float inv = rsqrtf(warp_sum(var) / float(d) + eps);
-#pragma unroll
-  for (int k = 0; k < kMaxChunks; ++k) {
-    if (k < per) {
-      const C gg = gr[lane + 32 * k], bb = br[lane + 32 * k];
-      C o;
-#pragma unroll
-      for (int j = 0; j < kPairs; ++j) {
-        const float2 gj = P::to_f2(gg.v[j]), bj = P::to_f2(bb.v[j]);
-        o.v[j] = P::from_f2((v[k][j].x - mean) * inv * gj.x + bj.x, (v[k][j].y - mean) * inv * gj.y + bj.y);
-      }
-      hr[lane + 32 * k] = o;
-    }
-  }
+  float mean, inv;
+  row_mean_inv(v, per, sum, d, eps, mean, inv);
+  store_normalized<T>(v, per, mean, inv, g, b, hidden + size_t(t) * d, lane);
 }
 
 // pairs: element pairs per load and store (4: 16 bytes, 2: 8 bytes, 1: 4 bytes; 0: one element
