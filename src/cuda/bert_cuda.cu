@@ -69,8 +69,6 @@ namespace {
 // ------------------------------------------------------------------ host helpers
 
 // Converts fp32 host weights to T (round to nearest) and copies them to a new device buffer.
-float round_half(float x) { return __half2float(__float2half_rn(x)); }
-
 template <typename T>
 T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
   std::vector<T> tmp(host.size());
@@ -297,7 +295,7 @@ struct BertEncoder::Impl {
   // 9.0 with CUTLASS built in): 0 off, 1 batches too big for a CUDA graph, 2 every batch
   // (EMBEDKIT_LN_FOLD, default 1). The hidden stream then carries LayerNorm inputs, not outputs.
   int ln_fold = 0;
-  bool fold_batch(int tokens) const { return ln_fold == 2 || (ln_fold == 1 && tokens > kGraphBucketMaxTokens); }
+  bool fold_batch(int tokens) const { return ln_fold == 2 || (ln_fold == 1 && tokens > kGraphMaxTokens); }
   struct FoldW {  // per layer: the LayerNorm before it (embeddings' or the previous LN2) and LN1
     void *w_qkv = nullptr, *w_i = nullptr;  // W·diag(γ)
     float *s_qkv = nullptr, *c_qkv = nullptr, *s_i = nullptr, *c_i = nullptr;  // W′·1, W·β + b
@@ -405,7 +403,7 @@ struct BertEncoder::Impl {
   void load_fold(const BertWeights& w) {
     const int d = int(cfg.hidden_size), I = int(cfg.intermediate_size);
     auto rounded = [](std::vector<float> v) {
-      for (auto& x : v) x = round_half(x);
+      for (auto& x : v) x = round_to_fp16(x);
       return v;
     };
     auto floats = [&](const std::vector<float>& v) {
@@ -426,11 +424,11 @@ struct BertEncoder::Impl {
                                b_in = rounded(l == 0 ? w.emb_ln_b : w.layers[l - 1].ln2_b),
                                g1 = rounded(L.ln1_g), b1 = rounded(L.ln1_b);
       FoldW f;
-      fold_layernorm_into_linear(rounded(L.w_qkv), rounded(L.b_qkv), g_in, b_in, 3 * d, d, round_half, Wf, s, c);
+      fold_layernorm_into_linear(rounded(L.w_qkv), rounded(L.b_qkv), g_in, b_in, 3 * d, d, Wf, s, c);
       f.w_qkv = upload<__half>(Wf, owned);
       f.s_qkv = floats(s);
       f.c_qkv = floats(c);
-      fold_layernorm_into_linear(rounded(L.w_inter), rounded(L.b_inter), g1, b1, I, d, round_half, Wf, s, c);
+      fold_layernorm_into_linear(rounded(L.w_inter), rounded(L.b_inter), g1, b1, I, d, Wf, s, c);
       f.w_i = upload<__half>(Wf, owned);
       f.s_i = floats(s);
       f.c_i = floats(c);
@@ -828,16 +826,15 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
              cfg.hidden_act != "gelu_fast") {
     throw Error("CUDA backend: unsupported hidden_act \"" + cfg.hidden_act + "\"");
   }
-  // Folded LayerNorms: fp16, Hopper with CUTLASS built in, GELU (tanh form, as the cuBLASLt
-  // epilogue) in the fused residual path, d a multiple of 64.
+  // Folded LayerNorms: fp16, Hopper with CUTLASS built in, the tanh-GELU epilogue (the folded
+  // FFN-up GEMM computes the same), the fused residual path, d a multiple of 64. The unfolded
+  // weights stay too: small (graph-replayed) batches keep the cuBLASLt path.
   const char* fold_env = std::getenv("EMBEDKIT_LN_FOLD");
   const int fold_mode = testing_ln_fold_override >= 0 ? testing_ln_fold_override
                         : fold_env && *fold_env            ? std::atoi(fold_env)
                                                            : 1;
-  const bool gelu = cfg.hidden_act == "gelu" || cfg.hidden_act == "gelu_new" ||
-                    cfg.hidden_act == "gelu_pytorch_tanh" || cfg.hidden_act == "gelu_fast";
-  if (fold_mode > 0 && p == Precision::F16 && gelu && !m.exact_gelu && m.fuse_residual && cfg.hidden_size % 64 == 0 &&
-      cfg.intermediate_size % 8 == 0 && !w.layers.empty() && ln_fold_usable())
+  if (fold_mode > 0 && p == Precision::F16 && m.inter_epilogue == CUBLASLT_EPILOGUE_GELU_BIAS && m.fuse_residual &&
+      cfg.hidden_size % 64 == 0 && cfg.intermediate_size % 8 == 0 && !w.layers.empty() && ln_fold_usable())
     m.ln_fold = std::min(fold_mode, 2);
   const char* sums_env = std::getenv("EMBEDKIT_LN_FOLD_SUMS");
   m.fold_sums = !(sums_env && std::string(sums_env) == "0");

@@ -11,7 +11,6 @@
 // two read-only stats passes. Launch shapes per GEMM from that probe (see pick() below).
 #include "cuda/ln_fold_gemm.h"
 
-#include <cmath>
 #include <string>
 
 #include "cuda/device_caps.h"
@@ -22,29 +21,6 @@
 #endif
 
 namespace embedkit::cuda {
-
-void fold_layernorm_into_linear(const std::vector<float>& W, const std::vector<float>& b,
-                                const std::vector<float>& gamma, const std::vector<float>& beta, int N, int K,
-                                float (*round)(float), std::vector<float>& W_folded, std::vector<float>& s,
-                                std::vector<float>& c) {
-  EK_CHECK(W.size() == size_t(N) * size_t(K) && b.size() == size_t(N) && gamma.size() == size_t(K) &&
-               beta.size() == size_t(K),
-           "fold_layernorm_into_linear: shapes do not match W [" + std::to_string(N) + ", " + std::to_string(K) + "]");
-  W_folded.resize(W.size());
-  s.assign(N, 0.f);
-  c.assign(N, 0.f);
-  for (int j = 0; j < N; ++j) {
-    double ss = 0, cc = b[j];
-    for (int k = 0; k < K; ++k) {
-      const float w = round(W[size_t(j) * K + k] * gamma[k]);
-      W_folded[size_t(j) * K + k] = w;
-      ss += w;
-      cc += double(W[size_t(j) * K + k]) * beta[k];
-    }
-    s[j] = float(ss);
-    c[j] = float(cc);
-  }
-}
 
 #ifdef EMBEDKIT_HAVE_CUTLASS
 namespace {

@@ -5,7 +5,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <string>
 #include <vector>
+
+#include "util/error.h"
 
 namespace embedkit::cuda {
 
@@ -27,12 +30,32 @@ void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __h
                   const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream,
                   float* sum = nullptr, float* sum_sq = nullptr);
 
+// fp32 → fp16 → fp32 (round to nearest): a value as the device stores it.
+inline float round_to_fp16(float x) { return __half2float(__float2half_rn(x)); }
+
 // Host side of the fold for a linear layer y = LN(x)·Wᵀ + b, LN(x) = (x − μ)·rstd ⊙ γ + β:
-// W′ = W·diag(γ) (rounded as the device will store it, `round` = fp16 rounding), s = W′·1 and
-// c = W·β + b (fp32, summed in double). W is [N, K] row-major.
-void fold_layernorm_into_linear(const std::vector<float>& W, const std::vector<float>& b,
-                                const std::vector<float>& gamma, const std::vector<float>& beta, int N, int K,
-                                float (*round)(float), std::vector<float>& W_folded, std::vector<float>& s,
-                                std::vector<float>& c);
+// W′ = W·diag(γ) (rounded to fp16, as the device stores it), s = W′·1 and c = W·β + b (fp32,
+// summed in double). W is [N, K] row-major.
+inline void fold_layernorm_into_linear(const std::vector<float>& W, const std::vector<float>& b,
+                                       const std::vector<float>& gamma, const std::vector<float>& beta, int N, int K,
+                                       std::vector<float>& W_folded, std::vector<float>& s, std::vector<float>& c) {
+  EK_CHECK(W.size() == size_t(N) * size_t(K) && b.size() == size_t(N) && gamma.size() == size_t(K) &&
+               beta.size() == size_t(K),
+           "fold_layernorm_into_linear: shapes do not match W [" + std::to_string(N) + ", " + std::to_string(K) + "]");
+  W_folded.resize(W.size());
+  s.assign(N, 0.f);
+  c.assign(N, 0.f);
+  for (int j = 0; j < N; ++j) {
+    double ss = 0, cc = b[j];
+    for (int k = 0; k < K; ++k) {
+      const float w = round_to_fp16(W[size_t(j) * K + k] * gamma[k]);
+      W_folded[size_t(j) * K + k] = w;
+      ss += w;
+      cc += double(W[size_t(j) * K + k]) * beta[k];
+    }
+    s[j] = float(ss);
+    c[j] = float(cc);
+  }
+}
 
 }  // namespace embedkit::cuda

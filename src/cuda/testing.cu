@@ -295,14 +295,13 @@ struct FloatBuf {  // fp32 device copy
   }
   float* p() { return b.as<float>(); }
 };
-float round_fp16(float v) { return __half2float(__float2half_rn(v)); }
 }  // namespace
 
 std::vector<float> folded_ln_linear(const std::vector<float>& x, int T_, int K, const std::vector<float>& W,
                                     const std::vector<float>& b, int N, const std::vector<float>& gamma,
                                     const std::vector<float>& beta, float eps, bool gelu) {
   std::vector<float> Wf, s, c;
-  fold_layernorm_into_linear(W, b, gamma, beta, N, K, round_fp16, Wf, s, c);
+  fold_layernorm_into_linear(W, b, gamma, beta, N, K, Wf, s, c);
   Buf dx = up<__half>(x), dW = up<__half>(Wf), out = poisoned<__half>(size_t(T_) * N);
   FloatBuf ds(s), dc(c), r(std::vector<float>(T_, NAN)), n(std::vector<float>(T_, NAN));
   launch_layernorm_stats<__half>(dx.as<__half>(), T_, K, eps, r.p(), n.p(), 0);
