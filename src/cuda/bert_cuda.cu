@@ -87,13 +87,15 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 
 // ------------------------------------------------------------------ attention launch shapes
 // Batches with a sequence longer than kShortSeqMax run one of these shapes (FlashShape<dh,
-// warps, m-tiles per warp, keys per K/V tile, K/V stages, poly-exp share, CTAs per SM>). Index 0
-// is the default; EMBEDKIT_ATTN_SHAPE=i (or testing::set_attention_shape) picks another, for
-// measuring. Measured on H100, fp16, 512-token sequences, 64k-token batches (docs/benchmarks.md,
-// attention ms over the long workload, MiniLM-L6 (dh 32) / BERT-base (dh 64)): 0: 24.3 / 93.2;
-// 1: 26.3 / 97.2; 2: 29.7 / 124.8; and before lazy rescaling and unrolled copies, 3 (the previous
-// 64-row shape): 29.4 / 109.0, 4: 31.0 / 125.4. Dropped after that first sweep: 128-key tiles
-// (40.4 / 115.9), 2 K/V stages (same as 3), half the exponentials polynomial (33.9 / 130.5).
+// warps, m-tiles per warp, keys per K/V tile, K/V stages, CTAs per SM, shifted>).
+// Index 0 is the default; EMBEDKIT_ATTN_SHAPE=i (or testing::set_attention_shape) picks another,
+// for measuring. Measured on H100, fp16, 512-token sequences, 64k-token batches, attention ms over
+// the long workload, MiniLM-L6 (dh 32) / BERT-base (dh 64), one call (docs/benchmarks.md,
+// 2026-11-26 fourth session): 0: 24.1 / 83.3; 1 (the default before): 26.7 / 95.7; 2: 25.0 / 92.9;
+// 3: 24.7 / 84.5; 4: 24.4 / 88.1; 64 rows per CTA (4 warps × 1 m-tile, 32-key tiles, shifted):
+// 29.1 / 106.0. Earlier sweeps (the unshifted kernel): 8 warps × 1 m-tile 26.3 / 97.2, the same
+// without a register cap 29.7 / 124.8, 128-key tiles 40.4 / 115.9, a quarter or half of the
+// exponentials polynomial 31.0 / 125.4 and 33.9 / 130.5.
 // Head dim 128: see Shapes128 below.
 constexpr int kLongShapesCount = 5;
 static int testing_shape_override = -1;
@@ -135,23 +137,24 @@ void set_ln_fold(int mode) {
 }  // namespace testing
 namespace {
 template <int DH>
-using ShortShape = FlashShape<DH, 1, 1, 32, 2, 0>;  // 16 query rows: batches of short sequences
+using ShortShape = FlashShape<DH, 1, 1, 32, 2>;  // 16 query rows: batches of short sequences
 // 128 query rows as 4 warps × 2 m-tiles: each K/V fragment read from shared memory feeds two
-// mma; at dh 32 the register cap (3 CTAs per SM, ≤ 168 registers) keeps 12 warps per SM.
+// mma. 32-key tiles keep S and P small, so the register cap allows 4 CTAs per SM at dh 32 (≤ 128
+// registers) and 3 at dh 64 (≤ 168): 16 / 12 warps per SM against 12 / 8 with 64-key tiles.
 template <int DH>
-using LongShapes = std::tuple<FlashShape<DH, 4, 2, 64, 3, 0, DH == 32 ? 3 : 2>,  // 0: default
-                              FlashShape<DH, 8, 1, 64, 3, 0, DH == 32 ? 3 : 2>,  // 1: 8 warps × 1 m-tile
-                              FlashShape<DH, 8, 1, 64, 3, 0>,                    // 2: as 1, no register cap
-                              FlashShape<DH, 4, 1, 64, 2, 0>,                    // 3: 64 rows, 2 stages
-                              FlashShape<DH, 8, 1, 64, 3, 4>>;                   // 4: as 2, 1/4 of exps polynomial
+using LongShapes = std::tuple<FlashShape<DH, 4, 2, 32, 2, DH == 32 ? 4 : 3, 1>,  // 0: default
+                              FlashShape<DH, 4, 2, 64, 3, DH == 32 ? 3 : 2>,     // 1: 64-key tiles, unshifted
+                              FlashShape<DH, 4, 2, 64, 3, DH == 32 ? 3 : 2, 1>,  // 2: as 1, shifted
+                              FlashShape<DH, 4, 2, 32, 3, DH == 32 ? 4 : 3, 1>,  // 3: as 0, 3 stages
+                              FlashShape<DH, 4, 2, 32, 4, DH == 32 ? 4 : 3, 1>>; // 4: as 0, 4 stages
 // Head dim 128 (Qwen3): EMBEDKIT_ATTN_SHAPE128=i picks one, for measuring. Measured on H100,
 // bf16, Qwen3-0.6B, causal, attention ms over 98,304 tokens (docs/benchmarks.md), 512-token /
 // 4,096-token sequences: 0: 36.6 / 190.7; 1: 39.6 / 187.3; 2: 32.0 / 189.0; 3: 43.6 / 208.3.
 // Shape 2 is the default (three 64-row CTAs per SM, 32-key tiles in three stages); no shape spills.
-using Shapes128 = std::tuple<FlashShape<128, 4, 1, 64, 2, 0>,      // 0: 64 rows, 64-key tiles, 2 stages
-                             FlashShape<128, 8, 1, 64, 2, 0>,      // 1: 128 rows as 8 warps (K/V reuse ×2)
-                             FlashShape<128, 4, 1, 32, 3, 0, 3>,   // 2: 64 rows, 32-key tiles, 3 stages
-                             FlashShape<128, 8, 1, 32, 3, 0>>;     // 3: 128 rows, 32-key tiles, 3 stages
+using Shapes128 = std::tuple<FlashShape<128, 4, 1, 64, 2>,      // 0: 64 rows, 64-key tiles, 2 stages
+                             FlashShape<128, 8, 1, 64, 2>,      // 1: 128 rows as 8 warps (K/V reuse ×2)
+                             FlashShape<128, 4, 1, 32, 3, 3>,   // 2: 64 rows, 32-key tiles, 3 stages
+                             FlashShape<128, 8, 1, 32, 3>>;     // 3: 128 rows, 32-key tiles, 3 stages
 constexpr int kDefaultShape128 = 2;
 constexpr int kShapes128 = int(std::tuple_size_v<Shapes128>);
 int selected_shape128() {
@@ -212,14 +215,14 @@ int attention_tile_rows(int max_len, int dh) {
 
 template <typename T>
 void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
-                      int KV, bool causal, T* out, cudaStream_t stream) {
+                      int KV, bool causal, T* out, cudaStream_t stream, bool q_prescaled) {
   EK_CHECK(KV >= 1 && H % KV == 0, "attention: query heads must be a multiple of key/value heads");
-  const float scale_log2 = 1.4426950408889634f / std::sqrt(float(dh));
+  const float scale_log2 = q_prescaled ? 1.f : query_scale_log2(dh);
   const auto all = std::make_index_sequence<kLongShapes>();
   const bool short_tiles = tile_rows == 16;
   EK_CHECK(short_tiles || tile_rows == attention_tile_rows(kShortSeqMax + 1, dh));
   if ((dh == 32 || dh == 64) && !short_tiles && !causal && selected_long_shape() == 0 && wgmma_attention_selected()) {
-    static_assert(kWgmmaAttentionRows == FlashShape<32, 4, 2, 64, 3, 0>::rows, "same tiles as long shape 0");
+    static_assert(kWgmmaAttentionRows == std::tuple_element_t<0, LongShapes<32>>::rows, "same tiles as long shape 0");
     launch_attention_wgmma<T>(dh, qkv, cu, tiles, n_tiles, H, KV, scale_log2, out, stream);
     return;
   }
@@ -241,9 +244,9 @@ void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const 
   }
 }
 template void launch_attention<__half>(int, int, const __half*, const int*, const int2*, int, int, int, bool, __half*,
-                                       cudaStream_t);
+                                       cudaStream_t, bool);
 template void launch_attention<__nv_bfloat16>(int, int, const __nv_bfloat16*, const int*, const int2*, int, int, int,
-                                              bool, __nv_bfloat16*, cudaStream_t);
+                                              bool, __nv_bfloat16*, cudaStream_t, bool);
 
 // ------------------------------------------------------------------ LayerNorm load width
 // Element pairs per LayerNorm load by hidden size. Measured on H100, fp16, long workload (512
@@ -371,6 +374,18 @@ struct BertEncoder::Impl {
 
   size_t elem() const { return 2; }
 
+  // W_qkv and b_qkv with the q rows (the first d) times log2(e)/√dh, in fp32 before any rounding:
+  // the attention kernels then take q as it comes (launch_attention's q_prescaled), and q is
+  // rounded once, as before.
+  std::pair<std::vector<float>, std::vector<float>> prescaled_qkv(const BertWeights::Layer& L) const {
+    const size_t d = size_t(cfg.hidden_size);
+    const float c = query_scale_log2(int(d / size_t(cfg.num_heads)));
+    std::pair<std::vector<float>, std::vector<float>> wb{L.w_qkv, L.b_qkv};
+    for (size_t i = 0; i < d * d; ++i) wb.first[i] *= c;
+    for (size_t i = 0; i < d; ++i) wb.second[i] *= c;
+    return wb;
+  }
+
   template <typename T>
   void load(const BertWeights& w) {
     word = upload<T>(w.word_emb, owned);
@@ -380,8 +395,9 @@ struct BertEncoder::Impl {
     emb_b = upload<T>(w.emb_ln_b, owned);
     for (auto& L : w.layers) {
       LayerW d;
-      d.w_qkv = upload<T>(L.w_qkv, owned);
-      d.b_qkv = upload<T>(L.b_qkv, owned);
+      const auto [wq, bq] = prescaled_qkv(L);
+      d.w_qkv = upload<T>(wq, owned);
+      d.b_qkv = upload<T>(bq, owned);
       d.w_o = upload<T>(L.w_attn_out, owned);
       d.b_o = upload<T>(L.b_attn_out, owned);
       d.ln1_g = upload<T>(L.ln1_g, owned);
@@ -424,7 +440,8 @@ struct BertEncoder::Impl {
                                b_in = rounded(l == 0 ? w.emb_ln_b : w.layers[l - 1].ln2_b),
                                g1 = rounded(L.ln1_g), b1 = rounded(L.ln1_b);
       FoldW f;
-      fold_layernorm_into_linear(rounded(L.w_qkv), rounded(L.b_qkv), g_in, b_in, 3 * d, d, Wf, s, c);
+      const auto [wq, bq] = prescaled_qkv(L);
+      fold_layernorm_into_linear(rounded(wq), rounded(bq), g_in, b_in, 3 * d, d, Wf, s, c);
       f.w_qkv = upload<__half>(Wf, owned);
       f.s_qkv = floats(s);
       f.c_qkv = floats(c);
@@ -533,8 +550,9 @@ struct BertEncoder::Impl {
                               static_cast<const T*>(emb_b), Tn, d, int(cfg.position_offset), eps, hid, stream,
                               ln_pairs, folded ? row_stats : nullptr, folded ? row_stats + capacity : nullptr);
     mark(&PhaseTimes::embed);
+    PoolNorm<T> final_norm;  // the last LayerNorm, when pooling applies it (folded path)
     if constexpr (std::is_same_v<T, __half>) {
-      if (folded) enqueue_folded_layers(Tn, I, eps, off, n_tiles, tile_rows);
+      if (folded) final_norm = enqueue_folded_layers(Tn, I, eps, off, n_tiles, tile_rows);
     }
     const size_t classic_layers = folded ? 0 : layers.size();
     for (size_t li = 0; li < classic_layers; ++li) {
@@ -543,7 +561,7 @@ struct BertEncoder::Impl {
       mark(&PhaseTimes::gemm);
       launch_attention<T>(dh, tile_rows, static_cast<const T*>(qkv), d_ints + off.cu,
                           reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, H, false,
-                          static_cast<T*>(ctx), stream);
+                          static_cast<T*>(ctx), stream, /*q_prescaled=*/true);
       mark(&PhaseTimes::attention);
       // hidden = LN(ctx·W_oᵀ + b + hidden): with fuse_residual the add happens in the GEMM
       // epilogue, in place in hidden, and the LayerNorm pass reads one tensor instead of two.
@@ -573,7 +591,7 @@ struct BertEncoder::Impl {
     if (timed) EK_CUDA(cudaEventRecord(s.ev[2], stream));
     PoolModes pm{pc.cls, pc.max, pc.mean, pc.mean_sqrt_len, pc.weighted_mean, pc.last_token};
     launch_pool<T>(hid, d_ints + off.cu, skip.empty() ? nullptr : d_ints + off.skip, S, d, pm, normalize, d_pooled,
-                   out_dim, stream);
+                   out_dim, stream, final_norm);
     EK_CUDA(cudaGetLastError());
     if (timed) EK_CUDA(cudaEventRecord(s.ev[3], stream));
     EK_CUDA(cudaMemcpyAsync(s.h_pooled, d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost,
@@ -584,8 +602,10 @@ struct BertEncoder::Impl {
   // The layers with folded LayerNorms (ln_fold_gemm.cu). `hidden` holds the embeddings' sum on
   // entry (its statistics written by the embeddings kernel) and each layer's LN2 input after it;
   // x1 (LN1's input) lives in `tmp`. The statistics of x1 and x2 come from the residual GEMMs' row
-  // sums (or, with fold_sums off, from stats passes). The last LN2 runs as a pass, for pooling.
-  void enqueue_folded_layers(int Tn, int I, float eps, const Offsets& off, int n_tiles, int tile_rows) {
+  // sums (or, with fold_sums off, from stats passes). The last LN2 is left to the pooling kernel
+  // (returned: its row statistics and γ, β; hidden holds its input), or with fold_sums off runs as
+  // a pass (nothing returned).
+  PoolNorm<__half> enqueue_folded_layers(int Tn, int I, float eps, const Offsets& off, int n_tiles, int tile_rows) {
     const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
     __half* hid = static_cast<__half*>(hidden);
     __half* x1 = static_cast<__half*>(tmp);
@@ -595,7 +615,6 @@ struct BertEncoder::Impl {
     for (size_t l = 0; l < layers.size(); ++l) {
       const LayerW& L = layers[l];
       const FoldW& F = fold[l];
-      const bool last = l + 1 == layers.size();
       if (!fold_sums && l > 0) {
         launch_layernorm_stats<__half>(hid, Tn, d, eps, r0, n0, stream);
         mark(&PhaseTimes::layernorm);
@@ -605,7 +624,7 @@ struct BertEncoder::Impl {
       mark(&PhaseTimes::gemm);
       launch_attention<__half>(dh, tile_rows, static_cast<const __half*>(qkv), d_ints + off.cu,
                                reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, H, false,
-                               static_cast<__half*>(ctx), stream);
+                               static_cast<__half*>(ctx), stream, /*q_prescaled=*/true);
       mark(&PhaseTimes::attention);
       // x1 = ctx·W_oᵀ + b_o + LN_in(x) (and x1's row sums)
       ln_fold_gemm(fold_sums ? FoldKind::LnResidualSums : FoldKind::LnResidual, Tn, d, d,
@@ -618,9 +637,8 @@ struct BertEncoder::Impl {
       ln_fold_gemm(FoldKind::FoldGelu, Tn, I, d, x1, static_cast<const __half*>(F.w_i), nullptr,
                    static_cast<__half*>(inter), r1, n1, F.s_i, F.c_i, stream);
       mark(&PhaseTimes::gemm);
-      // x2 = inter·W_o2ᵀ + b_o2 + LN1(x1), LN2's input, into hidden (and its row sums but after the
-      // last layer, whose LN2 runs as a pass)
-      const bool sums = fold_sums && !last;
+      // x2 = inter·W_o2ᵀ + b_o2 + LN1(x1), LN2's input, into hidden (and its row sums)
+      const bool sums = fold_sums;
       ln_fold_gemm(sums ? FoldKind::LnResidualSums : FoldKind::LnResidual, Tn, d, I,
                    static_cast<const __half*>(inter), static_cast<const __half*>(L.w_o2), x1, hid, r1, n1, F.g1,
                    F.bb_o2, stream, sum0, sq0);
@@ -630,9 +648,12 @@ struct BertEncoder::Impl {
         mark(&PhaseTimes::layernorm);
       }
     }
-    launch_add_layernorm<__half>(nullptr, hid, static_cast<const __half*>(layers.back().ln2_g),
-                                 static_cast<const __half*>(layers.back().ln2_b), Tn, d, eps, stream, ln_pairs);
+    const auto* g2 = static_cast<const __half*>(layers.back().ln2_g);
+    const auto* b2 = static_cast<const __half*>(layers.back().ln2_b);
+    if (fold_sums) return PoolNorm<__half>{r0, n0, g2, b2};
+    launch_add_layernorm<__half>(nullptr, hid, g2, b2, Tn, d, eps, stream, ln_pairs);
     mark(&PhaseTimes::layernorm);
+    return {};
   }
 
   // Small batches run as CUDA graphs keyed by their shape, padded to shape buckets first so

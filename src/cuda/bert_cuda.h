@@ -108,10 +108,14 @@ std::vector<float> embed_layernorm(const std::vector<int32_t>& ids, const std::v
                                    const std::vector<float>& pos_emb, const std::vector<float>& type_emb,
                                    const std::vector<float>& g, const std::vector<float>& b, int d, float eps,
                                    Precision p, int pairs = -1);
+// q_prescaled: q carries log2(e)/√dh already (as the encoder's q projection does).
 std::vector<float> attention(const std::vector<float>& qkv, const std::vector<int32_t>& cu_seqlens, int H, int dh,
-                             bool causal, Precision p);
+                             bool causal, Precision p, bool q_prescaled = false);
+// With ln_g/ln_b given, each row is LayerNormed (eps) as the pooling reads it (the encoder's last
+// LayerNorm on the folded path); the row statistics are computed here on the host.
 std::vector<float> pool(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu_seqlens,
-                        const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize, Precision p);
+                        const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize, Precision p,
+                        const std::vector<float>& ln_g = {}, const std::vector<float>& ln_b = {}, float eps = 1e-12f);
 // Attention launch shapes for sequences longer than 64 tokens (see bert_cuda.cu): how many, and
 // which one the next calls use (-1: the default, or EMBEDKIT_ATTN_SHAPE).
 int attention_shape_count();

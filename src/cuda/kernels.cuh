@@ -583,13 +583,15 @@ __global__ void gelu_kernel(T* x, size_t n) {
 // with g = lane/4, c = lane%4. The S accumulator of two adjacent 8-key tiles is exactly the A
 // fragment of P for the P·V product, so P never leaves registers.
 //
-// Per score the softmax costs one FMNMX (row max), one FFMA (scale and max folded into the
-// exponent: exp2(s·scale·log2e − m·scale·log2e)), one exponential and half a pack to fp16/bf16.
+// Per score the general softmax costs one FMNMX (row max), one FFMA (scale and max folded into
+// the exponent: exp2(s·scale·log2e − m·scale·log2e)), one exponential and half a pack to
+// fp16/bf16; the shifted form (FlashShape::SHIFTED, the default shapes) one exponential, half a
+// pack and half a packed max, the max subtraction riding on the Q·Kᵀ mma's C operand.
 // The row sums ride on the tensor cores: P·1 (a B fragment of ones) is one extra mma per 16 keys
 // instead of 8 FADDs per thread, and sums exactly the rounded P that multiplies V.
-// The exponentials are the binding cost at head dim 32 (MUFU.EX2 retires 16 per clock per SM,
-// the tensor cores ~4096 FLOP = 32 scores' worth at dh 32): with POLY > 0, one key sub-tile in
-// POLY takes a polynomial exp2 on the FMA pipe instead (FlashAttention-4's trick).
+// The exponentials bind at head dim 32 (MUFU.EX2 retires 16 per clock per SM, the tensor cores
+// ~4096 FLOP = 32 scores' worth at dh 32); a polynomial exp2 on the FMA pipe for a quarter or half
+// of them (FlashAttention-4's trick) was slower here (docs/benchmarks.md).
 template <typename T> struct MmaOps;
 template <> struct MmaOps<__half> {
   static constexpr uint32_t kOnes = 0x3C003C00u;  // half2(1, 1)
@@ -598,9 +600,30 @@ template <> struct MmaOps<__half> {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+  // d = a·b + c (c left unchanged)
+  static __device__ __forceinline__ void mma_c(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                                               const float (&c)[4]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+                   "f"(c[3]));
+  }
   static __device__ __forceinline__ uint32_t pack(float x, float y) {
     __half2 h = __floats2half2_rn(x, y);
     return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ uint32_t scale(uint32_t x, float f) {
+    __half2 h = __hmul2(*reinterpret_cast<__half2*>(&x), __float2half2_rn(f));
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  // max(a, b) of packed pairs, and the larger half as a float
+  static __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) {
+    __half2 h = __hmax2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float max_half(uint32_t x) {
+    const __half2 h = *reinterpret_cast<__half2*>(&x);
+    return __half2float(__hmax(__low2half(h), __high2half(h)));
   }
 };
 template <> struct MmaOps<__nv_bfloat16> {
@@ -610,9 +633,28 @@ template <> struct MmaOps<__nv_bfloat16> {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+  static __device__ __forceinline__ void mma_c(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                                               const float (&c)[4]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+                   "f"(c[3]));
+  }
   static __device__ __forceinline__ uint32_t pack(float x, float y) {
     __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
     return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ uint32_t scale(uint32_t x, float f) {
+    __nv_bfloat162 h = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&x), __float2bfloat162_rn(f));
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) {
+    __nv_bfloat162 h = __hmax2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float max_half(uint32_t x) {
+    const __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&x);
+    return fmaxf(__low2float(h), __high2float(h));
   }
 };
 
@@ -631,21 +673,6 @@ __device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; exp2(-inf) =
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
-}
-// exp2(x) for x ≤ 0 on the FMA pipe: 2^x = 2^j·2^f with j = round(x), f = x − j ∈ [−½, ½], and
-// 2^f from a degree-3 polynomial fitted (relative minimax) on [−½, ½]: max relative error 7.5e-5,
-// under the 4.9e-4 rounding of P to fp16. x is clamped at −125, so −inf gives 2^−125 (≈ 2e-38:
-// 0 in fp16, negligible against a row sum ≥ 1 in bf16).
-__device__ __forceinline__ float poly_exp2(float x) {
-  x = fmaxf(x, -125.f);
-  constexpr float kRound = 12582912.f;  // 1.5·2^23: x + kRound holds round(x) in its low mantissa bits
-  const float t = __fadd_rn(x, kRound);
-  const float f = __fsub_rn(x, __fsub_rn(t, kRound));
-  float p = fmaf(f, 0.0551716648f, 0.2426111251f);
-  p = fmaf(p, f, 0.6932609678f);
-  p = fmaf(p, f, 0.9999280572f);
-  // (bits(t) << 23) ≡ j << 23 (mod 2^32): adds j to p's exponent.
-  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
 }
 // 16-byte global→shared copy that bypasses registers; src_bytes = 0 writes zeros.
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
@@ -686,12 +713,13 @@ inline int shape_from_env(const char* name, int fallback, int count) {
 
 // One launch shape of the attention kernel.
 //   WARPS × MT × 16 query rows per CTA, KB keys per K/V tile, STAGES K/V buffers in flight,
-//   POLY: one key sub-tile (8 keys) in POLY uses poly_exp2 (0: none); MIN_CTAS: CTAs per SM the
-//   register allocation must allow (__launch_bounds__).
-template <int DH_, int WARPS_, int MT_, int KB_, int STAGES_, int POLY_, int MIN_CTAS_ = 1>
+//   MIN_CTAS: CTAs per SM the register allocation must allow (__launch_bounds__).
+//   SHIFTED: the tensor cores subtract the running max (see the kernel); 0: the FMA pipe does.
+template <int DH_, int WARPS_, int MT_, int KB_, int STAGES_, int MIN_CTAS_ = 1, int SHIFTED_ = 0>
 struct FlashShape {
-  static constexpr int DH = DH_, WARPS = WARPS_, MT = MT_, KB = KB_, STAGES = STAGES_, POLY = POLY_;
+  static constexpr int DH = DH_, WARPS = WARPS_, MT = MT_, KB = KB_, STAGES = STAGES_;
   static constexpr int MIN_CTAS = MIN_CTAS_;
+  static constexpr bool SHIFTED = SHIFTED_ != 0;
   static constexpr int rows = WARPS * MT * 16;
   static constexpr int ld = DH + 8;  // 16-byte row pad: ldmatrix rows fall in distinct banks
   template <typename T>
@@ -706,7 +734,7 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
                                                                         const int2* __restrict__ tiles, int H,
                                                                         int kv_heads, float scale_log2, int causal,
                                                                         T* __restrict__ out) {
-  constexpr int DH = S::DH, MT = S::MT, KB = S::KB, STAGES = S::STAGES, POLY = S::POLY, ld = S::ld;
+  constexpr int DH = S::DH, MT = S::MT, KB = S::KB, STAGES = S::STAGES, ld = S::ld;
   constexpr int WR = MT * 16, QR = S::rows, kThreads = S::WARPS * 32, kVec = 8, kVecPerRow = DH / kVec;
   static_assert(STAGES >= 2 && KB % 16 == 0 && DH % 16 == 0, "flash shape");
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -763,6 +791,28 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
 #pragma unroll
     for (int kk = 0; kk < DH / 16; ++kk)
       ldmatrix_x4(qf[mt][kk], Qs + (warp * WR + mt * 16 + (lane % 16)) * ld + kk * 16 + (lane / 16) * 8);
+  // SHIFTED: Q carries the softmax scale (scores come out in exp2 units), and the first k-step of
+  // Q·Kᵀ starts from C = −m (this row's running max) instead of 0, so the tensor cores hand over
+  // x = s·scale − m and the exponential needs no FFMA. The row max is not computed per tile:
+  // the P values themselves show whether some row grew past the lazy-rescale threshold (P > 2^8,
+  // one packed max per pair), and only then does the tile go again through the general path
+  // (recomputing S from C = 0, with the max first). That path also takes a warp's first tile and
+  // tiles that need masks.
+  // Unless the caller prescaled q (launch_attention's q_prescaled, scale_log2 = 1), the scale is
+  // applied here, at the cost of one more rounding of q.
+  if constexpr (S::SHIFTED) {
+    if (scale_log2 != 1.f) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int kk = 0; kk < DH / 16; ++kk)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) qf[mt][kk][r] = MmaOps<T>::scale(qf[mt][kk][r], scale_log2);
+      scale_log2 = 1.f;
+    }
+  }
+  float neg_m4[MT][4];  // SHIFTED: −m of rows g, g, g+8, g+8 (the C operand)
+  bool started = false;  // SHIFTED: this warp has a running max
 
   float o[MT][DH / 8][4];
   float rowsum[MT][4];  // P·1: c0 = c1 = sum of row g, c2 = c3 = sum of row g+8
@@ -787,8 +837,50 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
     // Causal: a warp whose last query row precedes every key of this tile has nothing to add
     // (warps of the CTA's first rows skip the last tile of the diagonal).
     if (!warp_active || (causal && k0 > w0 + WR - 1)) continue;
-    // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
     float s[MT][KB / 8][4];
+    uint32_t pa[MT][KB / 16][4];  // P as A fragments (fp16/bf16)
+    // Only tiles past the sequence end (or the diagonal) need masks.
+    const bool needs_mask = k0 + KB > L || (causal && k0 + KB > w0);
+    bool general = true;
+    if constexpr (S::SHIFTED) {
+      if (started && !needs_mask) {
+        // x = Q·Kᵀ − m from the tensor cores (Q already scaled), P = exp2(x), packed
+#pragma unroll
+        for (int nn = 0; nn < KB / 16; ++nn) {
+#pragma unroll
+          for (int kk = 0; kk < DH / 16; ++kk) {
+            uint32_t b[4];
+            ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              if (kk == 0) {
+                MmaOps<T>::mma_c(s[mt][2 * nn], qf[mt][kk], b[0], b[1], neg_m4[mt]);
+                MmaOps<T>::mma_c(s[mt][2 * nn + 1], qf[mt][kk], b[2], b[3], neg_m4[mt]);
+              } else {
+                MmaOps<T>::mma(s[mt][2 * nn], qf[mt][kk], b[0], b[1]);
+                MmaOps<T>::mma(s[mt][2 * nn + 1], qf[mt][kk], b[2], b[3]);
+              }
+            }
+          }
+        }
+        uint32_t pmax = 0;  // +0.0 in both formats; P ≥ 0
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int kk = 0; kk < KB / 16; ++kk) {
+            pa[mt][kk][0] = MmaOps<T>::pack(fast_exp2(s[mt][2 * kk][0]), fast_exp2(s[mt][2 * kk][1]));
+            pa[mt][kk][1] = MmaOps<T>::pack(fast_exp2(s[mt][2 * kk][2]), fast_exp2(s[mt][2 * kk][3]));
+            pa[mt][kk][2] = MmaOps<T>::pack(fast_exp2(s[mt][2 * kk + 1][0]), fast_exp2(s[mt][2 * kk + 1][1]));
+            pa[mt][kk][3] = MmaOps<T>::pack(fast_exp2(s[mt][2 * kk + 1][2]), fast_exp2(s[mt][2 * kk + 1][3]));
+            pmax = MmaOps<T>::max2(pmax, MmaOps<T>::max2(MmaOps<T>::max2(pa[mt][kk][0], pa[mt][kk][1]),
+                                                         MmaOps<T>::max2(pa[mt][kk][2], pa[mt][kk][3])));
+          }
+        // Past 2^8 (or inf / NaN): some row's max grew beyond the lazy threshold; redo the tile.
+        general = __any_sync(0xffffffffu, !(MmaOps<T>::max_half(pmax) <= 256.f));
+      }
+    }
+    if (general) {
+    // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -806,9 +898,7 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
         }
       }
     }
-    // Online softmax on raw scores; only tiles past the sequence end (or the diagonal) need masks.
-    const bool needs_mask = k0 + KB > L || (causal && k0 + KB > w0);
-    uint32_t pa[MT][KB / 16][4];  // P as A fragments (fp16/bf16)
+    // Online softmax on raw scores
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const int qa = w0 + mt * 16 + g, qb = qa + 8;  // this thread's two query rows
@@ -856,7 +946,7 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float x = fmaf(s[mt][j][e], scale_log2, neg_m[e >> 1]);
-          s[mt][j][e] = (POLY > 0 && j % (POLY > 0 ? POLY : 1) == POLY - 1) ? poly_exp2(x) : fast_exp2(x);
+          s[mt][j][e] = fast_exp2(x);
         }
       }
       // The S accumulators of key tiles 2kk, 2kk+1 are the A fragment of P for k-step kk.
@@ -867,7 +957,13 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
         pa[mt][kk][2] = MmaOps<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
         pa[mt][kk][3] = MmaOps<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
       }
+      if constexpr (S::SHIFTED) {
+        neg_m4[mt][0] = neg_m4[mt][1] = neg_m[0];
+        neg_m4[mt][2] = neg_m4[mt][3] = neg_m[1];
+      }
     }
+    if constexpr (S::SHIFTED) started = true;
+    }  // general
     // O[WR, DH] += P[WR, KB] · V[KB, DH] (each V fragment feeds MT m-tiles); rowsum += P · 1
 #pragma unroll
     for (int kk = 0; kk < KB / 16; ++kk) {
@@ -933,11 +1029,15 @@ constexpr int kShortSeqMax = 64;
 int attention_tile_rows(int max_len, int dh);
 // ctx[T, H*dh] = attention over qkv[T, (H + 2*KV)*dh] (per token: q | k | v, head-major; KV = H
 // for multi-head attention, KV < H with H % KV == 0 for grouped-query attention); `tiles` are
-// (sequence, first query row) pairs cut at attention_tile_rows(). Defined in bert_cuda.cu for
+// (sequence, first query row) pairs cut at attention_tile_rows(). q_prescaled: q already carries
+// the softmax scale in exp2 units, log2(e)/√dh (kQueryScale; folded into the q projection at
+// load, so the scores need no scaling and the exponent no FMA). Defined in bert_cuda.cu for
 // __half and __nv_bfloat16.
 template <typename T>
 void launch_attention(int dh, int tile_rows, const T* qkv, const int* cu, const int2* tiles, int n_tiles, int H,
-                      int KV, bool causal, T* out, cudaStream_t stream);
+                      int KV, bool causal, T* out, cudaStream_t stream, bool q_prescaled = false);
+// The factor q_prescaled queries carry: log2(e)/√dh.
+inline float query_scale_log2(int dh) { return 1.4426950408889634f / std::sqrt(float(dh)); }
 
 // ------------------------------------------------------------------ row L2 normalization (fp32)
 // One warp per row: x[r] /= max(‖x[r]‖, 1e-12), as torch.nn.functional.normalize.
@@ -962,6 +1062,13 @@ struct PoolModes {
   int cls, max, mean, mean_sqrt, weighted, last;
 };
 constexpr int kPoolThreads = 512;
+// A LayerNorm the pooling applies to each row it reads: y = (x·r_t + n_t)·γ + β, with r = 1/σ and
+// n = −μ/σ per token (launch_layernorm_stats*). Lets the encoder skip its last LayerNorm pass.
+template <typename T>
+struct PoolNorm {
+  const float *r = nullptr, *n = nullptr;
+  const T *g = nullptr, *b = nullptr;
+};
 
 template <typename T, int VEC> struct PoolLoad;
 template <typename T> struct PoolLoad<T, 1> {
@@ -980,11 +1087,12 @@ template <typename T> struct PoolLoad<T, 8> {
   }
 };
 
-template <typename T, int VEC>
+template <typename T, int VEC, bool LN>
 __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const T* __restrict__ hidden,
                                                             const int* __restrict__ cu_seqlens,
                                                             const int* __restrict__ skip, int d, PoolModes m,
-                                                            int normalize, float* __restrict__ out, int out_dim) {
+                                                            int normalize, float* __restrict__ out, int out_dim,
+                                                            PoolNorm<T> ln) {
   __shared__ float part[kPoolThreads * VEC];  // [G][Cb·VEC] partials of one mode
   const int s = blockIdx.x;
   const int t0 = cu_seqlens[s], t1 = cu_seqlens[s + 1];
@@ -994,9 +1102,13 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const T* __restrict_
   // Output offsets of the modes (sentence-transformers' order: cls, max, mean, mean_sqrt, weighted, last).
   const int o_max = m.cls * d, o_mean = o_max + m.max * d, o_msqrt = o_mean + m.mean * d,
             o_w = o_msqrt + m.mean_sqrt * d, o_last = o_w + m.weighted * d;
+  auto row_value = [&](int t, int i) {
+    const float x = to_f(hidden[size_t(t) * d + i]);
+    return LN ? fmaf(fmaf(x, ln.r[t], ln.n[t]), to_f(ln.g[i]), to_f(ln.b[i])) : x;
+  };
   for (int i = threadIdx.x; i < d; i += blockDim.x) {
-    if (m.cls) o[i] = to_f(hidden[size_t(t0) * d + i]);
-    if (m.last) o[o_last + i] = to_f(hidden[size_t(t1 > t0 ? t1 - 1 : t0) * d + i]);
+    if (m.cls) o[i] = row_value(t0, i);
+    if (m.last) o[o_last + i] = row_value(t1 > t0 ? t1 - 1 : t0, i);
   }
   const bool sum_modes = m.mean || m.mean_sqrt;
   if (m.max || sum_modes || m.weighted) {
@@ -1004,11 +1116,22 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const T* __restrict_
     for (int c0 = 0; c0 < C; c0 += kPoolThreads) {
       const int Cb = min(kPoolThreads, C - c0), G = kPoolThreads / Cb;
       const int g = threadIdx.x / Cb, c = c0 + threadIdx.x % Cb;
-      float sum[VEC], mx[VEC], ws[VEC];
+      float sum[VEC], mx[VEC], ws[VEC], gam[VEC], bet[VEC];
 #pragma unroll
       for (int j = 0; j < VEC; ++j) sum[j] = 0.f, mx[j] = n > 0 ? -INFINITY : -1e9f, ws[j] = 0.f;
-      auto add = [&](const float* f, int t) {
+      if constexpr (LN) {
+        if (c < C) {
+          PoolLoad<T, VEC>::run(ln.g + size_t(c) * VEC, gam);
+          PoolLoad<T, VEC>::run(ln.b + size_t(c) * VEC, bet);
+        }
+      }
+      auto add = [&](float* f, int t) {
         const float wt = float(t - t0 + 1);
+        if constexpr (LN) {
+          const float r = ln.r[t], nn = ln.n[t];
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) f[j] = fmaf(fmaf(f[j], r, nn), gam[j], bet[j]);
+        }
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
           sum[j] += f[j];
@@ -1077,14 +1200,19 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const T* __restrict_
 }
 
 // hidden [tokens, d] → out [S, out_dim] (out_dim = d × the modes on); the 16-byte form when d % 8 == 0.
+// With ln.r set, each row is LayerNormed as it is read (PoolNorm).
 template <typename T>
 void launch_pool(const T* hidden, const int* cu_seqlens, const int* skip, int S, int d, PoolModes m, bool normalize,
-                 float* out, int out_dim, cudaStream_t stream) {
+                 float* out, int out_dim, cudaStream_t stream, PoolNorm<T> ln = {}) {
   if (S == 0) return;
-  if (d % 8 == 0)
-    pool_kernel<T, 8><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim);
-  else
-    pool_kernel<T, 1><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim);
+  const bool vec = d % 8 == 0;
+  if (ln.r) {
+    if (vec) pool_kernel<T, 8, true><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
+    else pool_kernel<T, 1, true><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
+  } else {
+    if (vec) pool_kernel<T, 8, false><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
+    else pool_kernel<T, 1, false><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
+  }
 }
 
 }  // namespace embedkit::cuda

@@ -35,6 +35,11 @@ Buf up(const std::vector<float>& v) {
   EK_CUDA(cudaMemcpy(b.p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
   return b;
 }
+Buf up_f32(const std::vector<float>& v) {
+  Buf b(v.size() * sizeof(float));
+  EK_CUDA(cudaMemcpy(b.p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+  return b;
+}
 Buf up_int(const std::vector<int32_t>& v) {
   Buf b(v.size() * sizeof(int32_t));
   EK_CUDA(cudaMemcpy(b.p, v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
@@ -113,7 +118,7 @@ std::vector<float> embed_ln_t(const std::vector<int32_t>& ids, const std::vector
 
 template <typename T>
 std::vector<float> attention_t(const std::vector<float>& qkv, const std::vector<int32_t>& cu, int H, int dh,
-                               bool causal) {
+                               bool causal, bool q_prescaled) {
   int max_len = 0;
   for (size_t s = 0; s + 1 < cu.size(); ++s) max_len = std::max(max_len, cu[s + 1] - cu[s]);
   const int rows = attention_tile_rows(max_len, dh);
@@ -124,22 +129,39 @@ std::vector<float> attention_t(const std::vector<float>& qkv, const std::vector<
   Buf dq = up<T>(qkv), dc = up_int(cu), out = poisoned<T>(size_t(T_) * H * dh);
   Buf dt(tiles.size() * sizeof(int2));
   EK_CUDA(cudaMemcpy(dt.p, tiles.data(), tiles.size() * sizeof(int2), cudaMemcpyHostToDevice));
-  launch_attention<T>(dh, rows, dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, H, causal, out.as<T>(), 0);
+  launch_attention<T>(dh, rows, dq.as<T>(), dc.as<int>(), dt.as<int2>(), int(tiles.size()), H, H, causal, out.as<T>(), 0,
+                      q_prescaled);
   EK_CUDA(cudaGetLastError());
   return down<T>(out, size_t(T_) * H * dh);
 }
 
 template <typename T>
 std::vector<float> pool_t(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu,
-                          const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize) {
+                          const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize,
+                          const std::vector<float>& ln_g, const std::vector<float>& ln_b, float eps) {
   const int S = int(cu.size()) - 1;
   const int modes = int(c.cls) + int(c.max) + int(c.mean) + int(c.mean_sqrt_len) + int(c.weighted_mean) + int(c.last_token);
   Buf dh = up<T>(hidden), dc = up_int(cu), ds = up_int(skip.empty() ? std::vector<int32_t>{0} : skip);
   Buf out(size_t(S) * modes * d * sizeof(float));
   EK_CUDA(cudaMemset(out.p, 0xFF, size_t(S) * modes * d * sizeof(float)));
   PoolModes pm{c.cls, c.max, c.mean, c.mean_sqrt_len, c.weighted_mean, c.last_token};
+  // Row statistics r = 1/σ, n = −μ/σ (two passes in double) for the LayerNorm the pooling applies.
+  const size_t T_ = size_t(cu.back());
+  std::vector<float> r(T_), n(T_);
+  for (size_t t = 0; t < T_ && !ln_g.empty(); ++t) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < d; ++i) mean += hidden[t * size_t(d) + size_t(i)];
+    mean /= d;
+    for (int i = 0; i < d; ++i) var += (hidden[t * size_t(d) + size_t(i)] - mean) * (hidden[t * size_t(d) + size_t(i)] - mean);
+    const double inv = 1.0 / std::sqrt(var / d + eps);
+    r[t] = float(inv), n[t] = float(-mean * inv);
+  }
+  Buf dr = up_f32(r), dn = up_f32(n), dg = up<T>(ln_g.empty() ? std::vector<float>{0.f} : ln_g),
+      db = up<T>(ln_b.empty() ? std::vector<float>{0.f} : ln_b);
+  PoolNorm<T> norm;
+  if (!ln_g.empty()) norm = {dr.as<float>(), dn.as<float>(), dg.as<T>(), db.as<T>()};
   launch_pool<T>(dh.as<T>(), dc.as<int>(), skip.empty() ? nullptr : ds.as<int>(), S, d, pm, normalize, out.as<float>(),
-                 modes * d, 0);
+                 modes * d, 0, norm);
   EK_CUDA(cudaGetLastError());
   EK_CUDA(cudaDeviceSynchronize());
   std::vector<float> h(size_t(S) * modes * d);
@@ -252,12 +274,13 @@ std::vector<float> embed_layernorm(const std::vector<int32_t>& ids, const std::v
   return EK_DISPATCH(p, embed_ln_t, ids, types, pos, word, pos_emb, type_emb, g, b, d, eps, pairs);
 }
 std::vector<float> attention(const std::vector<float>& qkv, const std::vector<int32_t>& cu_seqlens, int H, int dh,
-                             bool causal, Precision p) {
-  return EK_DISPATCH(p, attention_t, qkv, cu_seqlens, H, dh, causal);
+                             bool causal, Precision p, bool q_prescaled) {
+  return EK_DISPATCH(p, attention_t, qkv, cu_seqlens, H, dh, causal, q_prescaled);
 }
 std::vector<float> pool(const std::vector<float>& hidden, int d, const std::vector<int32_t>& cu_seqlens,
-                        const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize, Precision p) {
-  return EK_DISPATCH(p, pool_t, hidden, d, cu_seqlens, c, skip, normalize);
+                        const PoolingConfig& c, const std::vector<int32_t>& skip, bool normalize, Precision p,
+                        const std::vector<float>& ln_g, const std::vector<float>& ln_b, float eps) {
+  return EK_DISPATCH(p, pool_t, hidden, d, cu_seqlens, c, skip, normalize, ln_g, ln_b, eps);
 }
 
 std::vector<float> add_rms_norm(const std::vector<float>& x, const std::vector<float>& hidden,

@@ -167,8 +167,19 @@ TEST_P(CudaOps, EmbeddingsLayerNorm) {
   }
 }
 
+// qkv[T, 3·H·dh] whose q carries log2(e)/√dh (launch_attention's q_prescaled) → the same
+// attention with plain q, for the CPU reference (fp32, so the reference sees the GPU's inputs).
+std::vector<float> unscaled_queries(std::vector<float> qkv, int H, int dh) {
+  const float c = 1.4426950408889634f / std::sqrt(float(dh));
+  const size_t row = size_t(3 * H * dh);
+  for (size_t t = 0; t < qkv.size() / row; ++t)
+    for (size_t i = 0; i < size_t(H * dh); ++i) qkv[t * row + i] /= c;
+  return qkv;
+}
+
 // Every launch shape of the flash kernel (short-sequence shape, each long-sequence shape for
-// dh 32/64), ragged batches from 1 token to the maximum length (512) and past one query tile.
+// dh 32/64), ragged batches from 1 token to the maximum length (512) and past one query tile,
+// q plain and prescaled.
 TEST_P(CudaOps, VarlenAttention) {
   const Precision p = GetParam();
   const std::vector<std::vector<int32_t>> batches = {{0, 1},           {0, 1, 2, 3},   {0, 17, 18, 82, 147, 659},
@@ -185,11 +196,48 @@ TEST_P(CudaOps, VarlenAttention) {
       cuda::testing::set_attention_wgmma(shape < 0 ? 1 : 0);
       for (bool causal : {false, true}) {
         for (const auto& cu : batches) {
-          const int H = 4;
-          auto qkv = rnd(size_t(cu.back()) * 3 * H * dh, uint32_t(17 + dh + cu.back() + 7 * shape), 1.f, p);
+          for (bool prescaled : {false, true}) {
+            const int H = 4;
+            auto qkv = rnd(size_t(cu.back()) * 3 * H * dh, uint32_t(17 + dh + cu.back() + 7 * shape), 1.f, p);
+            std::vector<float> ref(size_t(cu.back()) * H * dh);
+            const auto ref_in = prescaled ? unscaled_queries(qkv, H, dh) : qkv;
+            cpu::attention(ref_in.data(), cu.data(), int64_t(cu.size()) - 1, H, dh, ref.data(), causal);
+            auto got = cuda::testing::attention(qkv, cu, H, dh, causal, p, prescaled);
+            EXPECT_LT(rel_err(got, ref), bound(p)) << name(p) << " dh=" << dh << " shape=" << shape
+                                                   << " causal=" << causal << " tokens=" << cu.back()
+                                                   << " prescaled=" << prescaled;
+          }
+        }
+      }
+    }
+    cuda::testing::set_attention_shape(-1);
+    cuda::testing::set_attention_wgmma(-1);
+  }
+}
+
+// Scores that grow along the sequence (key j scaled by 2^⌊j/64⌋, exact in fp16/bf16; up to ~2^9
+// in exp2 units): a row's max keeps growing past the lazy-rescale threshold, tile after tile, and
+// exp2 overflows fp16 (and fp32) on the way — the paths that recompute a tile must take over.
+TEST_P(CudaOps, VarlenAttentionGrowingScores) {
+  const Precision p = GetParam();
+  const std::vector<std::vector<int32_t>> batches = {{0, 512}, {0, 200, 712}, {0, 1, 513, 600}};
+  for (int dh : {32, 64}) {
+    for (int shape = -1; shape < cuda::testing::attention_shape_count(); ++shape) {
+      cuda::testing::set_attention_shape(std::max(shape, 0));
+      cuda::testing::set_attention_wgmma(shape < 0 ? 1 : 0);
+      for (bool causal : {false, true}) {
+        for (const auto& cu : batches) {
+          const int H = 2;
+          const size_t row = size_t(3 * H * dh);
+          auto qkv = rnd(size_t(cu.back()) * row, uint32_t(91 + dh + cu.back()), 1.f, p);
+          for (size_t s = 0; s + 1 < cu.size(); ++s)
+            for (int j = 0; j < cu[s + 1] - cu[s]; ++j)
+              for (size_t i = 0; i < size_t(H * dh); ++i)
+                qkv[size_t(cu[s] + j) * row + size_t(H * dh) + i] *= std::ldexp(1.f, j / 64);
           std::vector<float> ref(size_t(cu.back()) * H * dh);
-          cpu::attention(qkv.data(), cu.data(), int64_t(cu.size()) - 1, H, dh, ref.data(), causal);
-          auto got = cuda::testing::attention(qkv, cu, H, dh, causal, p);
+          const auto ref_in = unscaled_queries(qkv, H, dh);
+          cpu::attention(ref_in.data(), cu.data(), int64_t(cu.size()) - 1, H, dh, ref.data(), causal);
+          auto got = cuda::testing::attention(qkv, cu, H, dh, causal, p, true);
           EXPECT_LT(rel_err(got, ref), bound(p)) << name(p) << " dh=" << dh << " shape=" << shape
                                                  << " causal=" << causal << " tokens=" << cu.back();
         }
@@ -234,6 +282,14 @@ TEST_P(CudaOps, PoolingAllModesAndNormalize) {
         normed[size_t(s) * od + i] = float(normed[size_t(s) * od + i] / std::max(std::sqrt(ss), 1e-12));
     }
     EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, true, p), normed), 1e-5) << name(p) << " d=" << d;
+    // The LayerNorm applied by the pooling kernel (the encoder's last one on the folded path),
+    // against LayerNorm then pooling on the CPU; not rounded to fp16/bf16 in between on the GPU.
+    auto g = rnd(size_t(d), 23 + d, 0.2f, p, 1.f), b = rnd(size_t(d), 24 + d, 0.1f, p);
+    std::vector<float> ln(h.size()), ref_ln(ref.size());
+    cpu::add_layernorm(h.data(), nullptr, cu.back(), d, g.data(), b.data(), 1e-12f, ln.data());
+    pool(ln.data(), d, cu, c, skip, ref_ln.data());
+    EXPECT_LT(rel_err(cuda::testing::pool(h, d, cu, c, skip, false, p, g, b, 1e-12f), ref_ln), 1e-5)
+        << name(p) << " d=" << d << " with LayerNorm";
   }
   }
 }
