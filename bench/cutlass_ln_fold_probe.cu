@@ -85,9 +85,15 @@ void probe_kind(const char* label, const Operands& o, int sms, const __half* ref
   one([&] { FoldGemm<K, CO, COE, Shape<_128, _256, _64>>::run(o, sms, 0); }, "CO128x256");
   one([&] { FoldGemm<K, PP, PPE, Shape<_64, _256, _64>>::run(o, sms, 0); }, "PP64x256");
   one([&] { FoldGemm<K, PP, PPE, T128, C2>::run(o, sms, 0); }, "PP128c2");
+  one([&] { FoldGemm<K, PP, PPE, Shape<_128, _192, _64>>::run(o, sms, 0); }, "PP128x192");
+  one([&] { FoldGemm<K, PP, PPE, Shape<_128, _192, _64>, C2>::run(o, sms, 0); }, "PP128x192c2");
+  one([&] { FoldGemm<K, CO, COE, Shape<_256, _192, _64>>::run(o, sms, 0); }, "CO256x192");
+  one([&] { FoldGemm<K, PP, PPE, Shape<_128, _128, _128>>::run(o, sms, 0); }, "PP128k128");
+  one([&] { FoldGemm<K, CO, COE, Shape<_256, _128, _128>>::run(o, sms, 0); }, "CO256k128");
 }
 
-int main() {
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";  // "MiniLM" or "BERT-base": that layer alone
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   const int T = 65536;
@@ -106,6 +112,7 @@ int main() {
     return v;
   };
   for (const Layer L : {Layer{"MiniLM", 384, 1536}, Layer{"BERT-base", 768, 3072}}) {
+    if (!only.empty() && only != L.name) continue;
     const int d = L.d, I = L.I;
     std::printf("%s (d %d, I %d), %d tokens\n", L.name, d, I, T);
     // x: the residual stream before a LayerNorm: per-row offsets and a few large dims, as BERT's.

@@ -93,9 +93,11 @@ T* upload(const std::vector<float>& host, std::vector<void*>& owned) {
 // the long workload, MiniLM-L6 (dh 32) / BERT-base (dh 64), one call (docs/benchmarks.md,
 // 2026-11-26 fourth session): 0: 24.1 / 83.3; 1 (the default before): 26.7 / 95.7; 2: 25.0 / 92.9;
 // 3: 24.7 / 84.5; 4: 24.4 / 88.1; 64 rows per CTA (4 warps × 1 m-tile, 32-key tiles, shifted):
-// 29.1 / 106.0. Earlier sweeps (the unshifted kernel): 8 warps × 1 m-tile 26.3 / 97.2, the same
-// without a register cap 29.7 / 124.8, 128-key tiles 40.4 / 115.9, a quarter or half of the
-// exponentials polynomial 31.0 / 125.4 and 33.9 / 130.5.
+// 29.1 / 106.0. A later call, against 0 at 22.4–23.7 / 84.8–85.1: 16-key tiles at dh 64 (3 CTAs
+// per SM) – / 99.9; 8 warps × 1 m-tile, 64-key (dh 32) / 32-key (dh 64) tiles, 2 stages, 2 CTAs
+// per SM 29.7 / 105.3, with 4 / 3 CTAs (spills) 28.3 / 100.4. Earlier sweeps (the unshifted
+// kernel): 8 warps × 1 m-tile 26.3 / 97.2, the same without a register cap 29.7 / 124.8, 128-key
+// tiles 40.4 / 115.9, a quarter or half of the exponentials polynomial 31.0 / 125.4 and 33.9 / 130.5.
 // Head dim 128: see Shapes128 below.
 constexpr int kLongShapesCount = 5;
 static int testing_shape_override = -1;

@@ -41,13 +41,24 @@ bool ln_fold_usable() {
   return usable;
 }
 
-// Launch shapes from the probe (H100, 65,536 tokens, two calls; ms folded vs cuBLASLt on the
-// materialized LN(x), MiniLM d 384 / BERT-base d 768):
-//   q|k|v      ping-pong 128×128 (0.116 vs 0.109); with 2-CTA clusters at d 768 (0.350 vs 0.359)
-//   attn out   cooperative 128×128 at d 384 (0.064 vs 0.068); ping-pong 128×128 at d 768 (0.146 vs 0.140)
-//   FFN up     ping-pong 128×128, 2-CTA clusters (0.174 vs 0.173; 0.507 vs 0.527)
-//   FFN down   ping-pong 128×128 at d 384 (0.131 vs 0.132); cooperative 256×128 at d 768 (0.458 vs 0.437)
-// (also tried: cooperative 128×128, 128×256, 256×128 with 2-CTA clusters, ping-pong 64×256.)
+// Launch shapes from the probe (bench/cutlass_ln_fold_probe.cu; H100, 65,536 tokens; ms folded vs
+// cuBLASLt on the materialized LN(x), MiniLM d 384 / BERT-base d 768; 2026-11-26, fourth session):
+//   q|k|v      ping-pong 128×192 (0.115 vs 0.110); with 2-CTA clusters at d 768 (0.329 vs 0.358)
+//   attn out   cooperative 128×128 at d 384 (0.064 vs 0.067); ping-pong 128×192 at d 768 (0.143 vs 0.139)
+//   FFN up     ping-pong 128×192, 2-CTA clusters (0.169 vs 0.172; 0.470 vs 0.527)
+//   FFN down   ping-pong 128×192 (0.126 vs 0.132; 0.432 vs 0.437)
+// 128×192 tiles against the 128×128 ping-pong / 256×128 cooperative ones chosen before: a BERT-base
+// layer's four GEMMs 1.457 → 1.373 ms (−5.8%), MiniLM's −2…3% each. Also tried: cooperative
+// 128×128, 256×128 (2-CTA clusters too), 128×256, 256×192, ping-pong 64×256, 128-deep K tiles.
+// Attention out (K = N) and FFN down (K = I).
+template <FoldKind KIND>
+void residual(const Operands& o, int sms, cudaStream_t stream, bool t192) {
+  if (o.K == o.N && o.N <= 384) FoldGemm<KIND, CO, COE, T128>::run(o, sms, stream);
+  else if (t192) FoldGemm<KIND, PP, PPE, T192>::run(o, sms, stream);
+  else if (o.K == o.N) FoldGemm<KIND, PP, PPE, T128>::run(o, sms, stream);
+  else FoldGemm<KIND, CO, COE, T256>::run(o, sms, stream);
+}
+
 void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __half* W, const __half* C, __half* D,
                   const float* r, const float* n, const float* v1, const float* v2, cudaStream_t stream, float* sum,
                   float* sum_sq) {
@@ -55,31 +66,23 @@ void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __h
   EK_CHECK(kind != FoldKind::LnResidualSums || (sum && sum_sq), "folded GEMM: row sums need their buffers");
   const Operands o{M, N, K, A, W, C, D, r, n, v1, v2, sum, sum_sq};
   const int sms = sm_count();
+  // N not a multiple of 192 (d 1024, I 4096, …): the 128-wide tiles chosen before, no partial tiles.
+  const bool t192 = N % 192 == 0;
   switch (kind) {
     case FoldKind::Fold:
-      if (K <= 384) FoldGemm<FoldKind::Fold, PP, PPE, T128>::run(o, sms, stream);
-      else FoldGemm<FoldKind::Fold, PP, PPE, T128, C2>::run(o, sms, stream);
+      if (!t192) FoldGemm<FoldKind::Fold, PP, PPE, T128, C2>::run(o, sms, stream);
+      else if (K <= 384) FoldGemm<FoldKind::Fold, PP, PPE, T192>::run(o, sms, stream);
+      else FoldGemm<FoldKind::Fold, PP, PPE, T192, C2>::run(o, sms, stream);
       break;
     case FoldKind::FoldGelu:
-      FoldGemm<FoldKind::FoldGelu, PP, PPE, T128, C2>::run(o, sms, stream);
+      if (!t192) FoldGemm<FoldKind::FoldGelu, PP, PPE, T128, C2>::run(o, sms, stream);
+      else FoldGemm<FoldKind::FoldGelu, PP, PPE, T192, C2>::run(o, sms, stream);
       break;
     case FoldKind::LnResidual:
-      if (K == N) {  // attention out
-        if (N <= 384) FoldGemm<FoldKind::LnResidual, CO, COE, T128>::run(o, sms, stream);
-        else FoldGemm<FoldKind::LnResidual, PP, PPE, T128>::run(o, sms, stream);
-      } else {  // FFN down
-        if (N <= 384) FoldGemm<FoldKind::LnResidual, PP, PPE, T128>::run(o, sms, stream);
-        else FoldGemm<FoldKind::LnResidual, CO, COE, T256>::run(o, sms, stream);
-      }
+      residual<FoldKind::LnResidual>(o, sms, stream, t192);
       break;
-    case FoldKind::LnResidualSums:  // same shapes
-      if (K == N) {
-        if (N <= 384) FoldGemm<FoldKind::LnResidualSums, CO, COE, T128>::run(o, sms, stream);
-        else FoldGemm<FoldKind::LnResidualSums, PP, PPE, T128>::run(o, sms, stream);
-      } else {
-        if (N <= 384) FoldGemm<FoldKind::LnResidualSums, PP, PPE, T128>::run(o, sms, stream);
-        else FoldGemm<FoldKind::LnResidualSums, CO, COE, T256>::run(o, sms, stream);
-      }
+    case FoldKind::LnResidualSums:
+      residual<FoldKind::LnResidualSums>(o, sms, stream, t192);
       break;
   }
 }

@@ -144,6 +144,7 @@ using CO = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
 using COE = cutlass::epilogue::TmaWarpSpecializedCooperative;
 using T128 = Shape<_128, _128, _64>;
 using T256 = Shape<_256, _128, _64>;
+using T192 = Shape<_128, _192, _64>;  // N = 384, 768, 1152, 1536, 2304, 3072: whole tiles
 using C2 = Shape<_2, _1, _1>;  // 2-CTA clusters along M (the W tile multicast to both)
 
 
