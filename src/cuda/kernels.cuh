@@ -592,71 +592,47 @@ __global__ void gelu_kernel(T* x, size_t n) {
 // The exponentials bind at head dim 32 (MUFU.EX2 retires 16 per clock per SM, the tensor cores
 // ~4096 FLOP = 32 scores' worth at dh 32); a polynomial exp2 on the FMA pipe for a quarter or half
 // of them (FlashAttention-4's trick) was slower here (docs/benchmarks.md).
+// Packed pairs of fp16/bf16 in one 32-bit register (the A-fragment form of P), either type.
+template <typename T>
+struct PackedPairOps {
+  using P2 = typename Pair<T>::type;
+  static __device__ __forceinline__ P2 as_pair(uint32_t x) { return *reinterpret_cast<P2*>(&x); }
+  static __device__ __forceinline__ uint32_t as_bits(P2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+  static __device__ __forceinline__ uint32_t pack(float x, float y) { return as_bits(Pair<T>::from_f2(x, y)); }
+  static __device__ __forceinline__ uint32_t scale(uint32_t x, float f) {
+    return as_bits(__hmul2(as_pair(x), Pair<T>::from_f2(f, f)));
+  }
+  // max(a, b) per half, and the larger half of x as a float
+  static __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) { return as_bits(__hmax2(as_pair(a), as_pair(b))); }
+  static __device__ __forceinline__ float max_half(uint32_t x) {
+    const float2 f = Pair<T>::to_f2(as_pair(x));
+    return fmaxf(f.x, f.y);
+  }
+};
+// mma: c += a·b; mma_c: d = a·b + c (c left unchanged).
+#define EK_MMA_OPS(T, PTX_TYPE, ONES)                                                                                \
+  template <>                                                                                                        \
+  struct MmaOps<T> : PackedPairOps<T> {                                                                              \
+    static constexpr uint32_t kOnes = ONES;                                                                          \
+    static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {    \
+      asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX_TYPE "." PTX_TYPE                                  \
+                   ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"                                     \
+                   : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                                  \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));                                  \
+    }                                                                                                                \
+    static __device__ __forceinline__ void mma_c(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,   \
+                                                 const float (&c)[4]) {                                              \
+      asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX_TYPE "." PTX_TYPE                                  \
+                   ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"                                 \
+                   : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                                  \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), \
+                     "f"(c[3]));                                                                                     \
+    }                                                                                                                \
+  };
 template <typename T> struct MmaOps;
-template <> struct MmaOps<__half> {
-  static constexpr uint32_t kOnes = 0x3C003C00u;  // half2(1, 1)
-  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  // d = a·b + c (c left unchanged)
-  static __device__ __forceinline__ void mma_c(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
-                                               const float (&c)[4]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
-                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-                   "f"(c[3]));
-  }
-  static __device__ __forceinline__ uint32_t pack(float x, float y) {
-    __half2 h = __floats2half2_rn(x, y);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ uint32_t scale(uint32_t x, float f) {
-    __half2 h = __hmul2(*reinterpret_cast<__half2*>(&x), __float2half2_rn(f));
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  // max(a, b) of packed pairs, and the larger half as a float
-  static __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) {
-    __half2 h = __hmax2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ float max_half(uint32_t x) {
-    const __half2 h = *reinterpret_cast<__half2*>(&x);
-    return __half2float(__hmax(__low2half(h), __high2half(h)));
-  }
-};
-template <> struct MmaOps<__nv_bfloat16> {
-  static constexpr uint32_t kOnes = 0x3F803F80u;  // bfloat162(1, 1)
-  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ void mma_c(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
-                                               const float (&c)[4]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
-                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-                   "f"(c[3]));
-  }
-  static __device__ __forceinline__ uint32_t pack(float x, float y) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ uint32_t scale(uint32_t x, float f) {
-    __nv_bfloat162 h = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&x), __float2bfloat162_rn(f));
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) {
-    __nv_bfloat162 h = __hmax2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ float max_half(uint32_t x) {
-    const __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&x);
-    return fmaxf(__low2float(h), __high2float(h));
-  }
-};
+EK_MMA_OPS(__half, "f16", 0x3C003C00u)          // ones: half2(1, 1)
+EK_MMA_OPS(__nv_bfloat16, "bf16", 0x3F803F80u)  // bfloat162(1, 1)
+#undef EK_MMA_OPS
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
