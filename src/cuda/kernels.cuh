@@ -603,7 +603,9 @@ struct PackedPairOps {
     return as_bits(__hmul2(as_pair(x), Pair<T>::from_f2(f, f)));
   }
   // max(a, b) per half, and the larger half of x as a float
-  static __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) { return as_bits(__hmax2(as_pair(a), as_pair(b))); }
+  static __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) {
+    return as_bits(__hmax2(as_pair(a), as_pair(b)));
+  }
   static __device__ __forceinline__ float max_half(uint32_t x) {
     const float2 f = Pair<T>::to_f2(as_pair(x));
     return fmaxf(f.x, f.y);
@@ -856,89 +858,89 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
       }
     }
     if (general) {
-    // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
+      // S[WR, KB] = Q · Kᵀ (each K fragment feeds MT m-tiles)
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int j = 0; j < KB / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+        for (int j = 0; j < KB / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < DH / 16; ++kk) {
+      for (int kk = 0; kk < DH / 16; ++kk) {
 #pragma unroll
-      for (int nn = 0; nn < KB / 16; ++nn) {
-        uint32_t b[4];
-        ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
+        for (int nn = 0; nn < KB / 16; ++nn) {
+          uint32_t b[4];
+          ldmatrix_x4(b, Ks + (nn * 16 + (lane % 8) + (lane / 16) * 8) * ld + kk * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          MmaOps<T>::mma(s[mt][2 * nn], qf[mt][kk], b[0], b[1]);
-          MmaOps<T>::mma(s[mt][2 * nn + 1], qf[mt][kk], b[2], b[3]);
+          for (int mt = 0; mt < MT; ++mt) {
+            MmaOps<T>::mma(s[mt][2 * nn], qf[mt][kk], b[0], b[1]);
+            MmaOps<T>::mma(s[mt][2 * nn + 1], qf[mt][kk], b[2], b[3]);
+          }
         }
       }
-    }
-    // Online softmax on raw scores
+      // Online softmax on raw scores
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int qa = w0 + mt * 16 + g, qb = qa + 8;  // this thread's two query rows
-      if (needs_mask) {
+      for (int mt = 0; mt < MT; ++mt) {
+        const int qa = w0 + mt * 16 + g, qb = qa + 8;  // this thread's two query rows
+        if (needs_mask) {
 #pragma unroll
-        for (int j = 0; j < KB / 8; ++j)
+          for (int j = 0; j < KB / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = k0 + j * 8 + c4 * 2 + (e & 1);
+              if (key >= L || (causal && key > (e < 2 ? qa : qb))) s[mt][j][e] = -INFINITY;
+            }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < KB / 8; ++j) {
+          mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
+          mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
+        }
+        if (rows_max_grew(mx, m_run[mt], scale_log2)) {
+          float alpha[2];
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const float m_new = fmaxf(m_run[mt][i], mx[i]);
+            alpha[i] = m_run[mt][i] == -INFINITY ? 0.f : fast_exp2((m_run[mt][i] - m_new) * scale_log2);
+            m_run[mt][i] = m_new;
+          }
+#pragma unroll
+          for (int j = 0; j < DH / 8; ++j) {
+            o[mt][j][0] *= alpha[0];
+            o[mt][j][1] *= alpha[0];
+            o[mt][j][2] *= alpha[1];
+            o[mt][j][3] *= alpha[1];
+          }
+          rowsum[mt][0] *= alpha[0];
+          rowsum[mt][1] *= alpha[0];
+          rowsum[mt][2] *= alpha[1];
+          rowsum[mt][3] *= alpha[1];
+        }
+        float neg_m[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)  // a row with no unmasked key yet: exp2(-inf) = 0
+          neg_m[i] = m_run[mt][i] == -INFINITY ? 0.f : -m_run[mt][i] * scale_log2;
+#pragma unroll
+        for (int j = 0; j < KB / 8; ++j) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int key = k0 + j * 8 + c4 * 2 + (e & 1);
-            if (key >= L || (causal && key > (e < 2 ? qa : qb))) s[mt][j][e] = -INFINITY;
+            const float x = fmaf(s[mt][j][e], scale_log2, neg_m[e >> 1]);
+            s[mt][j][e] = fast_exp2(x);
           }
-      }
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int j = 0; j < KB / 8; ++j) {
-        mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
-        mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
-      }
-      if (rows_max_grew(mx, m_run[mt], scale_log2)) {
-        float alpha[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const float m_new = fmaxf(m_run[mt][i], mx[i]);
-          alpha[i] = m_run[mt][i] == -INFINITY ? 0.f : fast_exp2((m_run[mt][i] - m_new) * scale_log2);
-          m_run[mt][i] = m_new;
         }
+        // The S accumulators of key tiles 2kk, 2kk+1 are the A fragment of P for k-step kk.
 #pragma unroll
-        for (int j = 0; j < DH / 8; ++j) {
-          o[mt][j][0] *= alpha[0];
-          o[mt][j][1] *= alpha[0];
-          o[mt][j][2] *= alpha[1];
-          o[mt][j][3] *= alpha[1];
+        for (int kk = 0; kk < KB / 16; ++kk) {
+          pa[mt][kk][0] = MmaOps<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][kk][1] = MmaOps<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][kk][2] = MmaOps<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][kk][3] = MmaOps<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
         }
-        rowsum[mt][0] *= alpha[0];
-        rowsum[mt][1] *= alpha[0];
-        rowsum[mt][2] *= alpha[1];
-        rowsum[mt][3] *= alpha[1];
-      }
-      float neg_m[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i)  // a row with no unmasked key yet: exp2(-inf) = 0
-        neg_m[i] = m_run[mt][i] == -INFINITY ? 0.f : -m_run[mt][i] * scale_log2;
-#pragma unroll
-      for (int j = 0; j < KB / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float x = fmaf(s[mt][j][e], scale_log2, neg_m[e >> 1]);
-          s[mt][j][e] = fast_exp2(x);
+        if constexpr (S::SHIFTED) {
+          neg_m4[mt][0] = neg_m4[mt][1] = neg_m[0];
+          neg_m4[mt][2] = neg_m4[mt][3] = neg_m[1];
         }
       }
-      // The S accumulators of key tiles 2kk, 2kk+1 are the A fragment of P for k-step kk.
-#pragma unroll
-      for (int kk = 0; kk < KB / 16; ++kk) {
-        pa[mt][kk][0] = MmaOps<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][kk][1] = MmaOps<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][kk][2] = MmaOps<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][kk][3] = MmaOps<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
-      if constexpr (S::SHIFTED) {
-        neg_m4[mt][0] = neg_m4[mt][1] = neg_m[0];
-        neg_m4[mt][2] = neg_m4[mt][3] = neg_m[1];
-      }
-    }
-    if constexpr (S::SHIFTED) started = true;
+      if constexpr (S::SHIFTED) started = true;
     }  // general
     // O[WR, DH] += P[WR, KB] · V[KB, DH] (each V fragment feeds MT m-tiles); rowsum += P · 1
 #pragma unroll
@@ -1182,13 +1184,9 @@ void launch_pool(const T* hidden, const int* cu_seqlens, const int* skip, int S,
                  float* out, int out_dim, cudaStream_t stream, PoolNorm<T> ln = {}) {
   if (S == 0) return;
   const bool vec = d % 8 == 0;
-  if (ln.r) {
-    if (vec) pool_kernel<T, 8, true><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
-    else pool_kernel<T, 1, true><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
-  } else {
-    if (vec) pool_kernel<T, 8, false><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
-    else pool_kernel<T, 1, false><<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
-  }
+  auto kernel = ln.r ? (vec ? pool_kernel<T, 8, true> : pool_kernel<T, 1, true>)
+                     : (vec ? pool_kernel<T, 8, false> : pool_kernel<T, 1, false>);
+  kernel<<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
 }
 
 }  // namespace embedkit::cuda
