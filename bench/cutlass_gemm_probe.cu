@@ -144,17 +144,11 @@ int main() {
   fill(B.W, nw, 0.05f);
   fill(B.b, 4096, 0.5f);
   fill(B.y0, ny, 1.f);
-  cublasLtHandle_t lt;
-  cublasLtCreate(&lt);
-  const size_t ws_bytes = 32u << 20;
-  void* ws = nullptr;
-  cudaMalloc(&ws, ws_bytes);
-  embedkit::cuda::LtAlgoCache algos;
+  probe::Lt lt;
   for (const auto& p : problems) {
     const cublasLtEpilogue_t e = p.epi == kBiasGelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
     auto lt_run = [&] {
-      embedkit::cuda::lt_linear(lt, CUDA_R_16F, B.x, p.M, p.K, B.W, B.b, p.N, B.y, e, ws, ws_bytes, 0, &algos,
-                                p.epi == kBiasRes ? B.y : nullptr);
+      lt.linear(B.x, p.M, p.K, B.W, B.b, p.N, B.y, e, p.epi == kBiasRes ? B.y : nullptr);
     };
     cudaMemcpy(B.y, B.y0, size_t(p.M) * p.N * 2, cudaMemcpyDeviceToDevice);
     lt_run();

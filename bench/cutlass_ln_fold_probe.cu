@@ -98,12 +98,7 @@ int main(int argc, char** argv) {
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   const int T = 65536;
   const float eps = 1e-12f;
-  cublasLtHandle_t lt;
-  cublasLtCreate(&lt);
-  const size_t ws_bytes = 32u << 20;
-  void* ws = nullptr;
-  cudaMalloc(&ws, ws_bytes);
-  embedkit::cuda::LtAlgoCache algos;
+  probe::Lt lt;
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   auto randv = [&](size_t n, float scale, float offset = 0.f) {
@@ -165,7 +160,7 @@ int main(int argc, char** argv) {
         const cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_BIAS;
         auto lt_run = [&] {
           cudaMemcpyAsync(ref, dh, size_t(T) * N * 2, cudaMemcpyDeviceToDevice);
-          embedkit::cuda::lt_linear(lt, CUDA_R_16F, dA, T, Kd, dW, db_, N, ref, e, ws, ws_bytes, 0, &algos, ref);
+          lt.linear(dA, T, Kd, dW, db_, N, ref, e, ref);
         };
         lt_run();
         const float copy_ms = probe::time_ms([&] { cudaMemcpyAsync(ref, dh, size_t(T) * N * 2, cudaMemcpyDeviceToDevice); });
@@ -187,7 +182,7 @@ int main(int argc, char** argv) {
       } else {
         const cublasLtEpilogue_t e = sh.kind == FoldKind::FoldGelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
         auto lt_run = [&] {
-          embedkit::cuda::lt_linear(lt, CUDA_R_16F, dh, T, Kd, dW, db_, N, ref, e, ws, ws_bytes, 0, &algos);
+          lt.linear(dh, T, Kd, dW, db_, N, ref, e);
         };
         lt_run();
         lt_ms = probe::time_ms(lt_run);

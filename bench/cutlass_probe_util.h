@@ -6,7 +6,26 @@
 #include <cmath>
 #include <vector>
 
+#include "cuda/kernels.cuh"
+
 namespace probe {
+
+// cuBLASLt as the encoder calls it (lt_linear): a handle, a 32 MB workspace, the algorithm cache.
+// y = x·Wᵀ + b with epilogue e (+ residual as C), fp16, default stream.
+struct Lt {
+  cublasLtHandle_t handle = nullptr;
+  static constexpr size_t kWorkspaceBytes = 32u << 20;
+  void* ws = nullptr;
+  embedkit::cuda::LtAlgoCache algos;
+  Lt() {
+    cublasLtCreate(&handle);
+    cudaMalloc(&ws, kWorkspaceBytes);
+  }
+  void linear(const __half* x, int M, int K, const __half* W, const __half* b, int N, __half* y, cublasLtEpilogue_t e,
+              const __half* residual = nullptr) {
+    embedkit::cuda::lt_linear(handle, CUDA_R_16F, x, M, K, W, b, N, y, e, ws, kWorkspaceBytes, 0, &algos, residual);
+  }
+};
 
 // Mean ms of fn over reps runs after one warm-up, by CUDA events on the default stream.
 template <class F>

@@ -16,6 +16,7 @@ namespace {
 template <typename T> T to_t(float v);
 template <> __half to_t(float v) { return __float2half_rn(v); }
 template <> __nv_bfloat16 to_t(float v) { return __float2bfloat16_rn(v); }
+template <> float to_t(float v) { return v; }
 float to_float(__half v) { return __half2float(v); }
 float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
@@ -33,11 +34,6 @@ Buf up(const std::vector<float>& v) {
   for (size_t i = 0; i < v.size(); ++i) h[i] = to_t<T>(v[i]);
   Buf b(h.size() * sizeof(T));
   EK_CUDA(cudaMemcpy(b.p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return b;
-}
-Buf up_f32(const std::vector<float>& v) {
-  Buf b(v.size() * sizeof(float));
-  EK_CUDA(cudaMemcpy(b.p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
   return b;
 }
 Buf up_int(const std::vector<int32_t>& v) {
@@ -156,7 +152,7 @@ std::vector<float> pool_t(const std::vector<float>& hidden, int d, const std::ve
     const double inv = 1.0 / std::sqrt(var / d + eps);
     r[t] = float(inv), n[t] = float(-mean * inv);
   }
-  Buf dr = up_f32(r), dn = up_f32(n), dg = up<T>(ln_g.empty() ? std::vector<float>{0.f} : ln_g),
+  Buf dr = up<float>(r), dn = up<float>(n), dg = up<T>(ln_g.empty() ? std::vector<float>{0.f} : ln_g),
       db = up<T>(ln_b.empty() ? std::vector<float>{0.f} : ln_b);
   PoolNorm<T> norm;
   if (!ln_g.empty()) norm = {dr.as<float>(), dn.as<float>(), dg.as<T>(), db.as<T>()};
