@@ -19,6 +19,12 @@ done
 for lib in $(ldd build-device/embedkit | awk '/=>/ {print $3}' | grep -E "openblas|simdjson|utf8proc|gfortran|quadmath|gomp"); do
   cp -L "$lib" .device/lib/
 done
+# wrk (Debian package), the load generator of `gpu-check.sh serve-wrk`: an epoll client in C that
+# costs a few µs a request, so the server, not the client, is what a single-text run measures.
+if command -v wrk >/dev/null; then
+  cp "$(command -v wrk)" .device/bin/
+  cp -L "$(ldd "$(command -v wrk)" | awk '/libluajit/ {print $3}')" .device/lib/
+fi
 tar -C .device -cJf .device/lib.tar.xz lib && rm -rf .device/lib
 model="${EMBEDKIT_HOME:-$HOME/.cache/embedkit}/models/sentence-transformers/all-MiniLM-L6-v2"
 cp "$model"/{tokenizer.json,tokenizer_config.json,special_tokens_map.json,vocab.txt} .device/tokenizer/

@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 M=/tmp/ek-models
 mkdir -p $M
 case " $stages " in
-  *" checks "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" torch-"*|*" ab "*)
+  *" checks "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" serve-wrk "*|*" torch-"*|*" ab "*)
     [ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm ;;
 esac
 # Random-initialised Qwen3 models (tools/make_random_qwen3.py, numpy, seed 0) with Qwen3's real
@@ -218,6 +218,46 @@ PY
           curl -s localhost:18081/metrics | grep -E "^te_(batch_next_size_(sum|count)|batch_next_tokens_sum)" | tr '\n' ' ' > "$OUT/servecpp_metrics_${mname}_$ht.txt"
           summary+=("serve-cpp metrics: $(cat "$OUT/servecpp_metrics_${mname}_$ht.txt")")
           kill -TERM $spid; wait $spid
+        done
+      done
+      ;;
+    serve-wrk)
+      # Single- and 32-text requests from wrk (bench/server_wrk.py: an epoll client in C, a few µs
+      # per request) against offline `embedkit embed` on the same texts (bench/corpora/short.txt ×
+      # 50, best of three runs). SERVE_CONC, SERVE_BATCHES ("1,32"), SERVE_SECS, SERVE_WRK_THREADS,
+      # SERVE_ARGS (server flags), SERVE_BIN (another server binary, for an A/B in one call),
+      # SERVE_ROUNDS (repeat the whole set).
+      for _ in $(seq 50); do cat bench/corpora/short.txt; done > /tmp/short50.txt
+      ulimit -n 65536 2>/dev/null || ulimit -n $(ulimit -Hn)
+      for r in 1 2 3; do
+        timeout 120 $D/bin/embedkit embed -m $M/minilm --device cuda -i /tmp/short50.txt -f npy -o /tmp/short50.npy --timings \
+          > "$OUT/servewrk_offline_$r.log" 2>&1
+      done
+      best=$(grep -hoE 'embed total[^(]*\(([0-9.]+) texts/s' "$OUT"/servewrk_offline_*.log | grep -oE '[0-9.]+ texts/s' | sort -n | tail -1 | cut -d' ' -f1)
+      summary+=("serve-wrk offline short×50 (3 runs): $(grep -hE 'embed total' "$OUT"/servewrk_offline_*.log | tr -s ' ' | tr '\n' ';') best $best")
+      # SERVE_VARIANTS: server set-ups to compare in turn, separated by ';' — each a list of words,
+      # EMBEDKIT_*=value ones set in the server's environment, the others added to its flags
+      # (e.g. "--max-wait 0;--max-wait 0.1;EMBEDKIT_PIPELINE=1").
+      IFS=';' read -ra variants <<< "${SERVE_VARIANTS:- }"
+      for round in $(seq ${SERVE_ROUNDS:-1}); do
+        for bin in ${SERVE_BIN:-$D/bin/embedkit}; do
+          for v in "${variants[@]}"; do
+            envs=(); args=()
+            for w in $v; do if [[ $w == EMBEDKIT_*=* ]]; then envs+=("$w"); else args+=("$w"); fi; done
+            tag="${round}_$(basename $bin)$(echo "$v" | tr -c 'A-Za-z0-9.\n' '_')"
+            slog="$OUT/servewrk_server_$tag.log"
+            env "${envs[@]}" $bin serve -m $M/minilm --device cuda --port 18082 --log-level warn ${SERVE_ARGS:-} "${args[@]}" > "$slog" 2>&1 &
+            spid=$!
+            for _ in $(seq 300); do curl -sf localhost:18082/health >/dev/null && break; sleep 0.1; done
+            python3 bench/server_wrk.py --url http://127.0.0.1:18082 --texts /tmp/short50.txt --server-pid $spid \
+              --offline-texts-per-s ${best:-0} --concurrency ${SERVE_CONC:-64,256,1024} --batch ${SERVE_BATCHES:-1,32} \
+              --duration ${SERVE_SECS:-8} --threads ${SERVE_WRK_THREADS:-4} --wrk $D/bin/wrk \
+              --json "$OUT/servewrk_$tag.json" 2>&1 | tee "$OUT/servewrk_$tag.log"
+            summary+=("serve-wrk round $round $bin [$v]:" "$(grep '^|' "$OUT/servewrk_$tag.log")")
+            kill -TERM $spid; wait $spid; echo "server exit code $?"
+            # EMBEDKIT_BATCHER_PROFILE=1: the executor's time per step, printed at exit
+            grep -h "batcher executor" "$slog" && summary+=("$(grep -h 'batcher executor' "$slog")")
+          done
         done
       done
       ;;

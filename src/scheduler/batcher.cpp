@@ -41,6 +41,7 @@ bool Batcher::submit(const std::shared_ptr<EmbedJob>& job) {
     if (job->on_done) job->on_done(job);
     return true;
   }
+  bool executor_waiting;
   {
     std::lock_guard<std::mutex> lock(mu_);
     // A job larger than the limit alone is still taken when nothing else is in flight.
@@ -52,8 +53,12 @@ bool Batcher::submit(const std::shared_ptr<EmbedJob>& job) {
     }
     in_flight_inputs_ += n;
     dirty_ = true;
+    executor_waiting = executor_waiting_;
   }
-  assembler_cv_.notify_one();
+  // An idle executor takes the input itself (one thread wake-up between the request and the
+  // device instead of two); a busy one leaves it to the assembler.
+  if (executor_waiting) executor_cv_.notify_one();
+  else assembler_cv_.notify_one();
   return true;
 }
 
@@ -115,11 +120,15 @@ void Batcher::assembler_loop() {
   }
 }
 
+bool Batcher::full_locked() const {
+  return next_.tokens + 2 > batch_cap_locked() ||
+         (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests);
+}
+
 bool Batcher::ready_locked() const {
   if (next_.items.empty()) return false;
-  const bool full = next_.tokens + 2 > batch_cap_locked() ||
-                    (opt_.max_batch_requests && next_.items.size() >= opt_.max_batch_requests);
-  return opt_.max_wait.count() == 0 || full || stopping_ || EmbedJob::Clock::now() >= next_.oldest + opt_.max_wait;
+  return opt_.max_wait.count() == 0 || full_locked() || stopping_ ||
+         EmbedJob::Clock::now() >= next_.oldest + opt_.max_wait;
 }
 
 // Up to engine_.pipeline_depth() batches in flight (2 on the GPU): batch i+1 is submitted (its
@@ -175,13 +184,18 @@ void Batcher::executor_loop() {
       // Nothing in flight: wait for a batch; with max_wait, a partial batch waits for company
       // until its oldest input has waited max_wait.
       for (;;) {
+        if (!pending_.empty()) fill_next_locked();  // here rather than wait for the assembler
         if (next_.items.empty()) {
           if (stopping_ && pending_.empty()) return;
+          executor_waiting_ = true;
           executor_cv_.wait(lock);
+          executor_waiting_ = false;
           continue;
         }
         if (ready_locked()) break;
+        executor_waiting_ = true;
         executor_cv_.wait_until(lock, next_.oldest + opt_.max_wait);
+        executor_waiting_ = false;
       }
       take = true;
     } else if (running.size() < depth) {
@@ -278,12 +292,21 @@ void Batcher::executor_loop() {
     // its observer and the timings it fills go away), so the batch must be accounted before.
     if (on_batch_) on_batch_(n, batch.tokens, secs);
     if (opt_.deliver) {
-      // One pool task per ~8 inputs of finished jobs (eight single-text jobs share a task: one
-      // hand-over instead of eight; a 32-text job gets its own, its answer's formatting being the
-      // task's work), but no more tasks than BatcherOptions::deliver_tasks: past the pool's
-      // threads, more tasks only add hand-overs to the executor's serial time.
-      size_t total = 0;
-      for (const auto& j : done) total += j->inputs.size();
+      // Jobs whose on_done only passes them on go first, from here. The rest: one pool task per
+      // ~8 inputs of finished jobs (eight single-text jobs share a task: one hand-over instead of
+      // eight; a 32-text job gets its own, its answer's formatting being the task's work), but no
+      // more tasks than BatcherOptions::deliver_tasks: past the pool's threads, more tasks only
+      // add hand-overs to the executor's serial time.
+      size_t total = 0, kept = 0;
+      for (auto& j : done) {
+        if (j->deliver_here) {
+          if (j->on_done) j->on_done(j);
+        } else {
+          total += j->inputs.size();
+          done[kept++] = std::move(j);
+        }
+      }
+      done.resize(kept);
       constexpr size_t kInputsPerTask = 8;
       const size_t tasks = std::max<size_t>(1, std::min((total + kInputsPerTask - 1) / kInputsPerTask,
                                                         opt_.deliver_tasks ? opt_.deliver_tasks : SIZE_MAX));

@@ -79,6 +79,10 @@ struct EmbedJob {
   // thread (keep it short: hand the job to another thread for formatting), or through
   // BatcherOptions::deliver when set.
   std::function<void(const std::shared_ptr<EmbedJob>&)> on_done;
+  // on_done only hands the job to another thread (a lock and a push): the executor calls it
+  // itself even when BatcherOptions::deliver is set (the server's small requests, whose answers
+  // are formatted on their connection's I/O thread).
+  bool deliver_here = false;
   std::string error;
 
   // Timings, filled by the batcher.
@@ -133,6 +137,7 @@ class Batcher {
   void executor_loop();
   bool fill_next_locked();  // moves fitting pending items into next_; true if any moved
   bool ready_locked() const;  // next_ may be dispatched now (non-empty; full, or no/expired max_wait)
+  bool full_locked() const;   // next_ holds the batch's token cap or max_batch_requests
   size_t batch_cap_locked() const;  // tokens the batch being assembled may take (split_ways)
   void complete_locked(const std::shared_ptr<EmbedJob>& job, std::vector<std::shared_ptr<EmbedJob>>& done);
 
@@ -149,6 +154,7 @@ class Batcher {
   // running_inputs_: inputs of the batches submitted to the engine and not yet delivered (≤ 2 batches).
   size_t in_flight_inputs_ = 0, running_inputs_ = 0, batches_ = 0, batch_inputs_ = 0, batch_tokens_total_ = 0;
   bool stopping_ = false;
+  bool executor_waiting_ = false;  // idle in executor_loop: submit() wakes it instead of the assembler
   std::thread assembler_, executor_;
 };
 

@@ -1,7 +1,12 @@
-// Asynchronous HTTP/1.1 server on Boost.Beast/Asio: keep-alive, pipelining-safe (one request
-// read, answered, then the next), body and header limits, read/write timeouts, detection of
-// clients that leave while their request is being served, graceful shutdown. Knows nothing
-// about embeddings: requests go to a Handler, which answers through a Responder from any thread.
+// Asynchronous HTTP/1.1 server on epoll: keep-alive, pipelining-safe (one request read,
+// answered, then the next), body and header limits, read/write timeouts, detection of clients
+// that leave while their request is being served, graceful shutdown. Knows nothing about
+// embeddings: requests go to a Handler, which answers through a Responder from any thread.
+//
+// Threads: N I/O threads, each with its own epoll set; a connection lives on one of them for its
+// whole life (dealt round-robin at accept), so its state needs no lock. A request is parsed and
+// handed to the Handler on that thread; an answer from another thread reaches it through the
+// thread's task queue (one eventfd wake-up however many answers are queued while it sleeps).
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -29,8 +34,23 @@ struct HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
-// Answers the request; call exactly once, from any thread.
-using Responder = std::function<void(HttpResponse)>;
+class Connection;  // one client connection (http_server.cpp)
+
+// How a Handler answers its request: call the responder exactly once, from any thread. post()
+// runs a function on the connection's I/O thread: work queued there (formatting a small answer)
+// skips a hand-over to another pool, and the answer it sends goes out without one more.
+class Responder {
+ public:
+  Responder() = default;
+  explicit Responder(std::shared_ptr<Connection> c) : conn_(std::move(c)) {}
+  void operator()(HttpResponse response) const;
+  void post(std::function<void()> fn) const;
+  explicit operator bool() const { return bool(conn_); }
+  void reset() { conn_.reset(); }
+
+ private:
+  std::shared_ptr<Connection> conn_;
+};
 // `client_gone` turns true if the client disconnects before the answer (drop its work).
 using Handler = std::function<void(HttpRequest&&, Responder, std::shared_ptr<std::atomic<bool>> client_gone)>;
 

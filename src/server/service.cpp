@@ -110,7 +110,7 @@ struct EmbeddingService::Impl {
   void send(const Ctx& c, HttpResponse r) {
     const int status = r.status;
     Responder respond = std::move(c->respond);  // answered once; drops the connection reference
-    c->respond = nullptr;
+    c->respond.reset();
     if (respond) respond(std::move(r));
     log(c, status);
   }
@@ -234,7 +234,13 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
   count_request(c);
   c->inputs = spec->ids.empty() ? spec->texts.size() : spec->ids.size();
   for (auto& t : spec->texts) c->chars += t.size();
-  auto tokenize_and_queue = [this, c, spec] {
+  // A small request (a query, a few short texts: a few µs of tokenization and of formatting) stays
+  // on its connection's I/O thread at both ends: tokenized there, and its finished job handed by
+  // the batcher's executor straight back there to be formatted and written (a lock and a push;
+  // one eventfd wake-up per I/O thread however many answers it gets). Bigger ones go to the pool
+  // so that no I/O thread stalls the other connections it serves.
+  const bool small = c->inputs <= kInlineMaxInputs && c->chars <= kInlineMaxChars;
+  auto tokenize_and_queue = [this, c, spec, small] {
     EmbeddingEngine& eng = *engine.load();
     auto job = std::make_shared<EmbedJob>();
     job->inputs.resize(c->inputs);
@@ -242,6 +248,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
     job->normalize = spec->normalize;
     job->dims = spec->dims;
     job->client_gone = c->client_gone;
+    job->deliver_here = small;
     const auto t0 = Clock::now();
     for (size_t i = 0; i < c->inputs; ++i) {
       const std::string where = std::string(c->openai ? "`input`" : "`inputs`") + (c->method ? " item " + std::to_string(i) : "");
@@ -257,9 +264,10 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
       metrics.input_length.observe(double(job->inputs[i].size()));
     }
     c->tokenize_s = secs(t0, Clock::now());
-    job->on_done = [this, c, spec](const std::shared_ptr<EmbedJob>& j) {
-      // Formatting (floats to text) runs on the pool, not on the model's executor thread: here
-      // already when the batcher delivers on the pool, else one hop there.
+    job->on_done = [this, c, spec, small](const std::shared_ptr<EmbedJob>& j) {
+      // Formatting (floats to text) never runs on the model's executor thread: a small job's on
+      // the connection's I/O thread; a bigger one's on the pool (here already when the batcher
+      // delivers on the pool, else one hop there).
       auto format = [this, c, spec, j] {
         c->queue_s = j->first_batch_start > j->enqueued ? secs(j->enqueued, j->first_batch_start) : 0;
         c->inference_s = j->inference_s;
@@ -304,7 +312,9 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
         }
         succeed(c, std::move(body));
       };
-      if (done_on_pool) {
+      if (small) {
+        c->respond.post([this, c, format = std::move(format)]() mutable { guarded(c, format); });
+      } else if (done_on_pool) {
         guarded(c, format);
       } else {
         on_pool(c, std::move(format));
@@ -315,11 +325,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
                               std::to_string(opt.max_concurrent_inputs) + "); retry later",
                      Metrics::Overloaded};
   };
-  // A small request (a query, a few short texts: a few µs of tokenization) is tokenized here on
-  // its connection's I/O thread, saving a hand-over to the pool and back (a lock, a wake-up and
-  // a context switch each); bigger ones go to the pool so that no I/O thread stalls the other
-  // connections it serves.
-  if (c->inputs <= kInlineMaxInputs && c->chars <= kInlineMaxChars) {
+  if (small) {
     guarded(c, tokenize_and_queue);
   } else {
     on_pool(c, std::move(tokenize_and_queue));

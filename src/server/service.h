@@ -1,9 +1,10 @@
 // The embedding service behind `embedkit serve`: TEI-compatible and OpenAI-compatible routes on
 // top of the HTTP server, the tokenization worker pool and the adaptive batcher.
 //
-//   HTTP thread:  parse + validate JSON ──▶ tokenization pool: tokenize each input
-//                 ──▶ Batcher (one queue item per input) ──▶ executor: model batches
-//                 ──▶ job done ──▶ tokenization pool: format JSON ──▶ HTTP thread: write
+//   I/O thread: parse + validate JSON ──▶ tokenize (on the I/O thread for ≤ 4 inputs of ≤ 2 KB,
+//               else on the pool) ──▶ Batcher (one queue item per input) ──▶ executor: model
+//               batches ──▶ job done ──▶ format JSON (small jobs: handed straight back to their
+//               connection's I/O thread; others: on the pool) ──▶ I/O thread: write
 //
 // Routes (TEI): POST /embed, POST / (alias), POST /tokenize, POST /decode, GET /info,
 // GET /health, GET /metrics. (OpenAI): POST /v1/embeddings (also /embeddings, /openai).

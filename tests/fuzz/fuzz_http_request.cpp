@@ -1,19 +1,23 @@
-// libFuzzer target: the server's request parsing — raw bytes through Beast's HTTP/1.1 request
-// parser (with the server's header and body limits), then the body through the route's JSON
-// parser (src/server/requests.cpp). Each must either succeed or report a RequestError / parse
-// error; a parsed request must respect the limits (≤ 32 inputs, none empty, token-id lists not
-// empty). Anything else — a crash, a sanitizer report, another exception — is a finding.
+// libFuzzer target: the server's request parsing — raw bytes through the server's incremental
+// HTTP/1.1 parser (src/server/http_parser.cpp, with the server's header and body limits), then
+// each parsed body through the route's JSON parser (src/server/requests.cpp). Each must either
+// succeed or report an error; a parsed request must respect the limits (≤ 32 inputs, none
+// empty, token-id lists not empty). The parser is also fed the same bytes in pieces (sizes
+// taken from the input) and must reach the same requests as when fed them whole. Anything else
+// — a crash, a sanitizer report, another exception, a difference — is a finding.
 //
 //   scripts/fuzz.sh [SECONDS]
-#include <boost/beast/http.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <string>
 #include <string_view>
+#include <vector>
+
+#include "server/http_parser.h"
 
 #include "server/requests.h"
 
-namespace http = boost::beast::http;
 using namespace embedkit::server;
 
 namespace {
@@ -60,27 +64,44 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   for (std::string_view t : {"/embed", "/v1/embeddings", "/tokenize", "/decode"}) route(t, bytes);
 
-  // ...and as a raw HTTP request stream (may hold several pipelined requests).
-  size_t pos = 0;
-  for (int requests = 0; requests < 4 && pos < size; ++requests) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(2 * 1024 * 1024);
-    parser.header_limit(16 * 1024);
-    parser.eager(true);
-    boost::system::error_code ec;
-    size_t used = parser.put(boost::asio::buffer(data + pos, size - pos), ec);
-    if (ec == http::error::need_more) {
-      parser.put_eof(ec);
-      if (ec) return 0;
-    } else if (ec) {
-      return 0;
+  // ...and as a raw HTTP request stream (may hold several pipelined requests): once fed whole,
+  // once fed in pieces of 1..16 bytes (sizes from the data itself), as a socket would deliver it.
+  struct Outcome {
+    std::vector<std::string> requests;  // method target body keep-alive, per request
+    int error = 0;
+  };
+  auto run = [&](bool pieces) {
+    Outcome o;
+    RequestParser parser(16 * 1024, 2 * 1024 * 1024);
+    size_t start = 0, visible = 0, step = 0;
+    for (int requests = 0; requests < 4 && start < size;) {
+      visible = pieces ? std::min(size, visible + 1 + (data[step++ % size] & 15)) : size;
+      const auto st = parser.parse(bytes.data() + start, visible - start);
+      if (st == RequestParser::Status::Error) {
+        check(parser.error_status() >= 400 && parser.error_status() <= 505, "error status outside 4xx/5xx");
+        check(!parser.error_message().empty(), "parse error without a message");
+        o.error = parser.error_status();
+        break;
+      }
+      if (st == RequestParser::Status::NeedMore) {
+        if (visible == size) break;  // the input ends inside a request
+        continue;
+      }
+      ParsedRequest& r = parser.request();
+      check(parser.consumed() > 0 && parser.consumed() <= visible - start, "consumed outside the bytes given");
+      check(r.body.size() <= 2 * 1024 * 1024, "body over the limit accepted");
+      check(!r.method.empty() && !r.target.empty(), "request without method or target");
+      route(r.target, r.body);
+      o.requests.push_back(r.method + ' ' + r.target + ' ' + r.body + (r.keep_alive ? " k" : " c"));
+      start += parser.consumed();
+      visible = std::max(visible, start);
+      parser.reset();
+      ++requests;
     }
-    pos += used;
-    if (!parser.is_done()) return 0;
-    const auto& req = parser.get();
-    std::string_view target = req.target();
-    route(target.substr(0, target.find('?')), req.body());
-    if (used == 0) break;
-  }
+    return o;
+  };
+  const Outcome whole = run(false), split = run(true);
+  check(whole.requests == split.requests, "fed in pieces, the parser found other requests than fed whole");
+  check(whole.error == split.error, "fed in pieces, the parser gave another error than fed whole");
   return 0;
 }
