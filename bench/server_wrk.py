@@ -11,7 +11,8 @@ status codes, not embeddings: `bench/server_load.py --check` is the correctness 
       [--offline-texts-per-s 250000] [--concurrency 64,256,1024] [--batch 1,32] [--duration 8]
 
 Each request carries `batch` consecutive lines of --texts (JSON-escaped here, ahead of the run)
-to --route (openai: /v1/embeddings, base64 answers; tei: /embed, float answers).
+to --route (openai: /v1/embeddings, base64 answers, inputs over the model's length refused as
+OpenAI does; tei: /embed, float answers, "truncate": true).
 """
 import argparse
 import json
@@ -71,7 +72,7 @@ def bodies(texts, batch, route):
         if route == "openai":
             b = {"input": chunk[0] if batch == 1 else chunk, "model": "m", "encoding_format": "base64"}
         else:
-            b = {"inputs": chunk[0] if batch == 1 else chunk}
+            b = {"inputs": chunk[0] if batch == 1 else chunk, "truncate": True}
         out.append(json.dumps(b, ensure_ascii=False))
     return out
 

@@ -44,8 +44,7 @@ bool Batcher::submit(const std::shared_ptr<EmbedJob>& job) {
   bool executor_waiting;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    // A job larger than the limit alone is still taken when nothing else is in flight.
-    if (opt_.max_inputs && in_flight_inputs_ > 0 && in_flight_inputs_ + n > opt_.max_inputs) return false;
+    if (!room_locked(n)) return false;
     job->remaining_ = n;
     for (uint32_t i = 0; i < n; ++i) {
       pending_.push_back({job, i});
@@ -62,11 +61,60 @@ bool Batcher::submit(const std::shared_ptr<EmbedJob>& job) {
   return true;
 }
 
+bool Batcher::room_locked(size_t n) {
+  // A job larger than the limit alone is still taken when nothing else is in flight.
+  if (!opt_.max_inputs || in_flight_inputs_ == 0 || in_flight_inputs_ + n <= opt_.max_inputs) return true;
+  // Full: inputs whose clients left still count until a batch is assembled past them, which a
+  // refusal does not trigger; have the assembler drop them now, so that a wave of abandoned
+  // requests (a load generator stopping, clients timing out) frees its room at once rather than
+  // after the batches ahead of them.
+  if (!purge_requested_) {
+    purge_requested_ = dirty_ = true;
+    assembler_cv_.notify_one();
+  }
+  return false;
+}
+
+bool Batcher::has_room(size_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return room_locked(n);
+}
+
 void Batcher::complete_locked(const std::shared_ptr<EmbedJob>& job, std::vector<std::shared_ptr<EmbedJob>>& done) {
   EK_CHECK(job->remaining_ > 0);
   EK_CHECK(in_flight_inputs_ > 0);
   --in_flight_inputs_;
   if (--job->remaining_ == 0) done.push_back(job);
+}
+
+// Drops queued inputs (pending and the batch being assembled) whose job was cancelled or whose
+// client left; their jobs complete with an error once all their inputs are accounted for.
+void Batcher::purge_dropped_locked() {
+  std::vector<std::shared_ptr<EmbedJob>> done;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (!it->job->dropped()) {
+      ++it;
+      continue;
+    }
+    pending_tokens_ -= it->job->inputs[it->index].size();
+    complete_locked(it->job, done);
+    it = pending_.erase(it);
+  }
+  size_t kept = 0;
+  for (auto& item : next_.items) {
+    if (item.job->dropped()) {
+      next_.tokens -= item.job->inputs[item.index].size();
+      complete_locked(item.job, done);
+    } else {
+      next_.items[kept++] = std::move(item);
+    }
+  }
+  next_.items.resize(kept);
+  for (auto& j : done) {
+    if (j->error.empty()) j->error = "cancelled";
+    if (j->on_done) j->on_done(j);
+  }
+  if (!done.empty()) idle_cv_.notify_all();
 }
 
 size_t Batcher::batch_cap_locked() const { return batch_token_cap(opt_, pending_tokens_ + next_.tokens); }
@@ -116,6 +164,10 @@ void Batcher::assembler_loop() {
     assembler_cv_.wait(lock, [&] { return dirty_ || (stopping_ && pending_.empty()); });
     if (!dirty_ && stopping_ && pending_.empty()) return;
     dirty_ = false;
+    if (purge_requested_) {
+      purge_requested_ = false;
+      purge_dropped_locked();
+    }
     if (fill_next_locked()) executor_cv_.notify_one();
   }
 }
@@ -209,6 +261,26 @@ void Batcher::executor_loop() {
       Running r;
       r.batch = std::move(next_);
       next_ = Batch{};
+      {  // inputs whose client left since they joined the batch are not computed
+        done.clear();
+        size_t kept = 0;
+        for (auto& item : r.batch.items) {
+          if (item.job->dropped()) {
+            r.batch.tokens -= item.job->inputs[item.index].size();
+            complete_locked(item.job, done);
+          } else {
+            r.batch.items[kept++] = std::move(item);
+          }
+        }
+        r.batch.items.resize(kept);
+        for (auto& j : done) {
+          if (j->error.empty()) j->error = "cancelled";
+          if (j->on_done) j->on_done(j);
+        }
+        if (!done.empty()) idle_cv_.notify_all();
+        done.clear();
+        if (r.batch.items.empty()) continue;
+      }
       running_inputs_ += r.batch.items.size();
       dirty_ = true;  // the assembler starts on the next batch while this one runs
       assembler_cv_.notify_one();

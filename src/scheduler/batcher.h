@@ -118,6 +118,9 @@ class Batcher {
   // Queues a job; false (nothing queued) when it would exceed max_inputs. Jobs with no inputs
   // complete at once.
   bool submit(const std::shared_ptr<EmbedJob>& job);
+  // Whether a job of n inputs would be taken now (submit() decides; this lets a server refuse a
+  // request before spending time on tokenizing it).
+  bool has_room(size_t n);
   // Blocks until nothing is queued or running.
   void wait_idle();
   BatcherStats stats() const;
@@ -136,6 +139,8 @@ class Batcher {
   void assembler_loop();
   void executor_loop();
   bool fill_next_locked();  // moves fitting pending items into next_; true if any moved
+  void purge_dropped_locked();  // drops cancelled / abandoned inputs from pending_ and next_
+  bool room_locked(size_t n);   // max_inputs allows n more inputs (if not: asks for a purge)
   bool ready_locked() const;  // next_ may be dispatched now (non-empty; full, or no/expired max_wait)
   bool full_locked() const;   // next_ holds the batch's token cap or max_batch_requests
   size_t batch_cap_locked() const;  // tokens the batch being assembled may take (split_ways)
@@ -154,6 +159,7 @@ class Batcher {
   // running_inputs_: inputs of the batches submitted to the engine and not yet delivered (≤ 2 batches).
   size_t in_flight_inputs_ = 0, running_inputs_ = 0, batches_ = 0, batch_inputs_ = 0, batch_tokens_total_ = 0;
   bool stopping_ = false;
+  bool purge_requested_ = false;   // submit() refused a job: the assembler drops abandoned inputs
   bool executor_waiting_ = false;  // idle in executor_loop: submit() wakes it instead of the assembler
   std::thread assembler_, executor_;
 };

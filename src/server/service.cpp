@@ -134,6 +134,7 @@ struct EmbeddingService::Impl {
     r.body += ",\"error_type\":\"";
     r.body += type_label(e.type);
     r.body += "\"}";
+    if (e.status == 429 || e.status == 503) r.headers.emplace_back("Retry-After", "1");  // seconds (RFC 9110 §10.2.3)
     send(c, std::move(r));
   }
 
@@ -206,6 +207,11 @@ struct EmbeddingService::Impl {
   }
 
   static constexpr size_t kInlineMaxInputs = 4, kInlineMaxChars = 2048;  // see embed()
+  ApiError overloaded() const {
+    return {429, "model is overloaded: too many inputs in flight (--max-concurrent-inputs " +
+                     std::to_string(opt.max_concurrent_inputs) + "); retry later",
+            Metrics::Overloaded};
+  }
   void embed(const Ctx& c, EmbedSpec&& spec);
   void route_embed(const Ctx& c, EmbedRequest&& r);
   void route_tokenize(const Ctx& c, TokenizeRequest&& r);
@@ -320,11 +326,12 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
         on_pool(c, std::move(format));
       }
     };
-    if (!batcher->submit(job))
-      throw ApiError{429, "model is overloaded: too many inputs in flight (--max-concurrent-inputs " +
-                              std::to_string(opt.max_concurrent_inputs) + "); retry later",
-                     Metrics::Overloaded};
+    if (!batcher->submit(job)) throw overloaded();
   };
+  // A bigger request is refused before tokenization when the queue is already full: a client
+  // retrying at once should not cost the server a tokenization per refusal. (Small ones are
+  // tokenized in a few µs: one lock fewer per request is worth more to them.)
+  if (!small && !batcher->has_room(c->inputs)) throw overloaded();
   if (small) {
     guarded(c, tokenize_and_queue);
   } else {

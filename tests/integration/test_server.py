@@ -262,3 +262,35 @@ def test_json_logs(embedkit_bin, minilm_dir):
     req = [l for l in lines if l.get("route") == "/embed"]
     assert req and req[0]["status"] == 200 and req[0]["inputs"] == 2 and req[0]["tokens"] > 4
     assert "time_ms" in req[0]
+
+
+def test_abandoned_requests_free_their_room_at_once(embedkit_bin, minilm_dir, texts):
+    # The queue is full (3 × 32 inputs, --max-concurrent-inputs 96), then every client leaves. The
+    # inputs queued behind the running batch must stop counting as soon as a request is refused,
+    # not when that batch ends (~seconds here: 32 long texts on one thread).
+    import socket
+    long_texts = [t for t in texts if len(t) > 200][:32]
+    body = json.dumps({"inputs": long_texts, "truncate": True}).encode()
+    req = (f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+           ).encode() + body
+    with Server(embedkit_bin, minilm_dir, "--threads", "1", "--max-batch-requests", "32",
+                "--max-concurrent-inputs", "96") as s:
+        socks = []
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", s.port))
+            c.sendall(req)
+            socks.append(c)
+            time.sleep(0.05)
+        time.sleep(0.2)
+        for c in socks:
+            c.close()
+        time.sleep(0.1)
+        t0 = time.time()
+        first = s.post_json("/embed", {"inputs": long_texts, "truncate": True}, timeout=60)[0]
+        time.sleep(0.05)
+        second = s.post_json("/embed", {"inputs": long_texts, "truncate": True}, timeout=60)[0]
+        print(f"after 3 abandoned requests: {first}, then {second} ({time.time() - t0:.2f} s)")
+        assert first in (200, 429) and second == 200
+        m = s.request("/metrics")[1].decode()
+        assert "te_request_failure{err=\"overloaded\"}" in m
+        assert s.stop() == 0
