@@ -7,6 +7,7 @@
 #                                 bash scripts/gpu-check.sh qwen3-profile    (per-op ms per workload, ~1 min)
 #   pipelined vs synchronous batches and the LayerNorm load widths, long workload (~3 min):
 #                                bash scripts/gpu-check.sh checks pipeline
+#   server under load, wrk (~2 min a round): bash scripts/gpu-check.sh serve-wrk   (SERVE_ROUNDS, SERVE_BIN, SERVE_VARIANTS…)
 # Prints a short summary last; full logs go to $OUT.
 set -uo pipefail
 source "$(dirname "$0")/device-env.sh"
