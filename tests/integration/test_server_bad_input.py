@@ -201,3 +201,50 @@ def test_wrong_method_and_route(server):
     assert server.request("/embed", method="GET")[0] == 405
     assert server.request("/health", body={}, method="POST")[0] == 405
     assert server.request("/v2/nothing", body={})[0] == 404
+
+
+def test_connection_churn_leaves_no_descriptor_behind(server):
+    # 600 clients that leave in every way: right after connecting, in the middle of their
+    # headers, in the middle of their body, right after a whole request (before its answer), and
+    # 1,200 idle keep-alive connections at once. The server must keep answering and end with the
+    # descriptors it had before (no connection left open, none leaked).
+    import os
+    import random
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:  # this process holds 1,200 sockets at once
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    n_idle = min(1200, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
+
+    def fds():
+        return len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+    time.sleep(0.5)
+    before = fds()
+    body = b'{"inputs": "a text whose client will not wait for its embedding"}'
+    whole = (b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+             + str(len(body)).encode() + b"\r\n\r\n" + body)
+    rng = random.Random(7)
+    socks = []
+    for i in range(600):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        cut = [0, rng.randrange(5, 40), rng.randrange(len(whole) - len(body), len(whole) - 1), len(whole)][i % 4]
+        if cut:
+            s.sendall(whole[:cut])
+        socks.append(s)
+        if len(socks) >= 50:
+            for c in socks:
+                c.close()
+            socks = []
+    for c in socks:
+        c.close()
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(n_idle)]
+    assert server.request("/health")[0] == 200  # with ~1,200 idle connections open
+    for c in idle:
+        c.close()
+    # Within the 2-s read timeout: each connection must close on its client's FIN, not by timing out.
+    deadline = time.time() + 1.5
+    while time.time() < deadline and fds() > before + 2:
+        time.sleep(0.2)
+    assert fds() <= before + 2, (before, fds())
+    st, b, _ = server.request("/embed", {"inputs": "still serving"})
+    assert st == 200 and len(json.loads(b)[0]) == 384
