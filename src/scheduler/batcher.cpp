@@ -100,21 +100,32 @@ void Batcher::purge_dropped_locked() {
     complete_locked(it->job, done);
     it = pending_.erase(it);
   }
+  drop_abandoned_locked(next_, done);
+  finish_dropped_locked(done);
+}
+
+void Batcher::drop_abandoned_locked(Batch& batch, std::vector<std::shared_ptr<EmbedJob>>& done) {
   size_t kept = 0;
-  for (auto& item : next_.items) {
+  for (auto& item : batch.items) {
     if (item.job->dropped()) {
-      next_.tokens -= item.job->inputs[item.index].size();
+      batch.tokens -= item.job->inputs[item.index].size();
       complete_locked(item.job, done);
     } else {
-      next_.items[kept++] = std::move(item);
+      batch.items[kept++] = std::move(item);
     }
   }
-  next_.items.resize(kept);
+  batch.items.resize(kept);
+}
+
+// Callbacks under the lock (outside would be nicer; cancelled jobs have nobody waiting on speed).
+void Batcher::finish_dropped_locked(std::vector<std::shared_ptr<EmbedJob>>& done) {
+  if (done.empty()) return;
   for (auto& j : done) {
     if (j->error.empty()) j->error = "cancelled";
     if (j->on_done) j->on_done(j);
   }
-  if (!done.empty()) idle_cv_.notify_all();
+  done.clear();
+  idle_cv_.notify_all();
 }
 
 size_t Batcher::batch_cap_locked() const { return batch_token_cap(opt_, pending_tokens_ + next_.tokens); }
@@ -147,14 +158,7 @@ bool Batcher::fill_next_locked() {
       ++it;  // does not fit: leave it for a later batch, keep looking for shorter ones
     }
   }
-  if (!dropped_done.empty()) {
-    // Callbacks outside the lock would be nicer; cancelled jobs have nobody waiting on speed.
-    for (auto& j : dropped_done) {
-      if (j->error.empty()) j->error = "cancelled";
-      if (j->on_done) j->on_done(j);
-    }
-    idle_cv_.notify_all();
-  }
+  finish_dropped_locked(dropped_done);
   return moved;
 }
 
@@ -261,26 +265,11 @@ void Batcher::executor_loop() {
       Running r;
       r.batch = std::move(next_);
       next_ = Batch{};
-      {  // inputs whose client left since they joined the batch are not computed
-        done.clear();
-        size_t kept = 0;
-        for (auto& item : r.batch.items) {
-          if (item.job->dropped()) {
-            r.batch.tokens -= item.job->inputs[item.index].size();
-            complete_locked(item.job, done);
-          } else {
-            r.batch.items[kept++] = std::move(item);
-          }
-        }
-        r.batch.items.resize(kept);
-        for (auto& j : done) {
-          if (j->error.empty()) j->error = "cancelled";
-          if (j->on_done) j->on_done(j);
-        }
-        if (!done.empty()) idle_cv_.notify_all();
-        done.clear();
-        if (r.batch.items.empty()) continue;
-      }
+      // Inputs whose client left since they joined the batch are not computed.
+      done.clear();
+      drop_abandoned_locked(r.batch, done);
+      finish_dropped_locked(done);
+      if (r.batch.items.empty()) continue;
       running_inputs_ += r.batch.items.size();
       dirty_ = true;  // the assembler starts on the next batch while this one runs
       assembler_cv_.notify_one();

@@ -140,6 +140,9 @@ class Batcher {
   void executor_loop();
   bool fill_next_locked();  // moves fitting pending items into next_; true if any moved
   void purge_dropped_locked();  // drops cancelled / abandoned inputs from pending_ and next_
+  // Moves a batch's cancelled / abandoned inputs out (their jobs to `done` once complete).
+  void drop_abandoned_locked(Batch& batch, std::vector<std::shared_ptr<EmbedJob>>& done);
+  void finish_dropped_locked(std::vector<std::shared_ptr<EmbedJob>>& done);  // error + on_done, clears
   bool room_locked(size_t n);   // max_inputs allows n more inputs (if not: asks for a purge)
   bool ready_locked() const;  // next_ may be dispatched now (non-empty; full, or no/expired max_wait)
   bool full_locked() const;   // next_ holds the batch's token cap or max_batch_requests

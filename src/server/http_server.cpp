@@ -28,6 +28,7 @@
 
 #include "server/http_parser.h"
 #include "util/error.h"
+#include "util/json_writer.h"
 
 namespace embedkit::server {
 
@@ -70,6 +71,19 @@ const char* reason_phrase(int status) {
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
   }
+}
+
+// {"error": message, "error_type": type}: the server's own answers (malformed HTTP, a handler
+// that threw). Messages can quote the client's bytes, so they are escaped.
+HttpResponse error_response(int status, std::string_view message, const char* type) {
+  HttpResponse r;
+  r.status = status;
+  r.body = "{\"error\":";
+  json::append_string(r.body, message);
+  r.body += ",\"error_type\":\"";
+  r.body += type;
+  r.body += "\"}";
+  return r;
 }
 
 std::string peer_name(const sockaddr_storage& a) {
@@ -441,11 +455,7 @@ void Connection::process() {
       break;
     }
     if (status == RequestParser::Status::Error) {
-      const int code = parser_.error_status();
-      HttpResponse r;
-      r.status = code;
-      r.body = "{\"error\":\"" + parser_.error_message() + "\",\"error_type\":\"Validation\"}";
-      send_response(std::move(r), false, false);
+      send_response(error_response(parser_.error_status(), parser_.error_message(), "Validation"), false, false);
       break;
     }
     // A whole request: hand it over.
@@ -476,12 +486,7 @@ void Connection::process() {
     try {
       server.handler(std::move(req), Responder(self), std::shared_ptr<std::atomic<bool>>(self, &gone));
     } catch (const std::exception&) {
-      if (serving_) {
-        HttpResponse r;
-        r.status = 500;
-        r.body = "{\"error\":\"internal error\",\"error_type\":\"Backend\"}";
-        answer(std::move(r));
-      }
+      if (serving_) answer(error_response(500, "internal error", "Backend"));
     }
   }
   in_process_ = false;

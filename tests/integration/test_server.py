@@ -226,22 +226,30 @@ def test_sigterm_finishes_accepted_requests(embedkit_bin, minilm_dir, texts, gol
     assert "all requests answered" in s.log()
 
 
-def test_client_that_leaves_has_its_queued_work_dropped(embedkit_bin, minilm_dir, texts):
-    import re
+def send_long_requests_and_leave(s, texts, n, gap=0.0):
+    """Sends n raw requests of 32 long texts on n connections, then closes them all before their
+    answers (0.2 s later). Returns the texts."""
     import socket
     long_texts = [t for t in texts if len(t) > 200][:32]
     body = json.dumps({"inputs": long_texts, "truncate": True}).encode()
     req = (f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
            ).encode() + body
+    socks = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", s.port))
+        c.sendall(req)
+        socks.append(c)
+        time.sleep(gap)
+    time.sleep(0.2)
+    for c in socks:
+        c.close()  # gone before their answers
+    return long_texts
+
+
+def test_client_that_leaves_has_its_queued_work_dropped(embedkit_bin, minilm_dir, texts):
+    import re
     with Server(embedkit_bin, minilm_dir, "--threads", "1", "--max-batch-requests", "32") as s:
-        socks = []
-        for _ in range(20):
-            c = socket.create_connection(("127.0.0.1", s.port))
-            c.sendall(req)
-            socks.append(c)
-        time.sleep(0.2)
-        for c in socks:
-            c.close()  # gone before their answers
+        send_long_requests_and_leave(s, texts, 20)
         deadline = time.time() + 60
         while time.time() < deadline and s.log().count("POST /embed") < 20:  # every request settled
             time.sleep(0.2)
@@ -268,22 +276,9 @@ def test_abandoned_requests_free_their_room_at_once(embedkit_bin, minilm_dir, te
     # The queue is full (3 × 32 inputs, --max-concurrent-inputs 96), then every client leaves. The
     # inputs queued behind the running batch must stop counting as soon as a request is refused,
     # not when that batch ends (~seconds here: 32 long texts on one thread).
-    import socket
-    long_texts = [t for t in texts if len(t) > 200][:32]
-    body = json.dumps({"inputs": long_texts, "truncate": True}).encode()
-    req = (f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-           ).encode() + body
     with Server(embedkit_bin, minilm_dir, "--threads", "1", "--max-batch-requests", "32",
                 "--max-concurrent-inputs", "96") as s:
-        socks = []
-        for _ in range(3):
-            c = socket.create_connection(("127.0.0.1", s.port))
-            c.sendall(req)
-            socks.append(c)
-            time.sleep(0.05)
-        time.sleep(0.2)
-        for c in socks:
-            c.close()
+        long_texts = send_long_requests_and_leave(s, texts, 3, gap=0.05)
         time.sleep(0.1)
         t0 = time.time()
         first = s.post_json("/embed", {"inputs": long_texts, "truncate": True}, timeout=60)[0]
