@@ -4,7 +4,7 @@
 // cuda::Qwen3Encoder with last-token pooling (bf16 by default), as Qwen3-Embedding does.
 //
 //   embedkit_gpu_bench --model DIR --ids FILE [--dtype fp16|bf16] [--budgets 8192,16384,...] [--reps 5]
-//                      [--pipeline 1|2]   batches in flight (default: 2, or EMBEDKIT_PIPELINE; BERT only)
+//                      [--pipeline 1…4]   batches in flight (default: 2, or EMBEDKIT_PIPELINE; BERT only)
 //   embedkit_gpu_bench --model DIR --latency "a sixteen token query ..." [--iters 1000] [--latency-batch N]
 //   embedkit_gpu_bench --model DIR --check-ids FILE --out FILE.f32   (pooled rows, for parity checks)
 // ids FILE: int32 little-endian: n, then n × (len, len ids). Prints one JSON object per line.

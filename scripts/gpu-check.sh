@@ -8,6 +8,7 @@
 #   pipelined vs synchronous batches and the LayerNorm load widths, long workload (~3 min):
 #                                bash scripts/gpu-check.sh checks pipeline
 #   server under load, wrk (~2 min a round): bash scripts/gpu-check.sh serve-wrk   (SERVE_ROUNDS, SERVE_BIN, SERVE_VARIANTS…)
+#   small batches side by side on the device (~1 min): bash scripts/gpu-check.sh small-batches
 # Prints a short summary last; full logs go to $OUT.
 set -uo pipefail
 source "$(dirname "$0")/device-env.sh"
@@ -137,6 +138,31 @@ for l in sys.stdin:
         summary+=("e2e-cli $fmt: $(grep -E 'embed total|wall' "$OUT/e2e_cli_$fmt.log" | tr -s ' ' | tr '\n' ';')")
       done
       ;;
+    small-batches)
+      # Small batches side by side on the device (issue 4: a server's batches at c64 are ~20 short
+      # texts): the short workload (bench/gpu_vs_pytorch.py) in batches of ${SMALL_BUDGETS:-256,512,1024,2048,65536}
+      # tokens, 1, 2 and 4 batches in flight (--pipeline), with each small batch on its own stream
+      # and workspace (default) and with every batch through the shared workspace, one at a time
+      # (EMBEDKIT_CONCURRENT_TOKENS=0, the old behaviour). Interleaved, twice.
+      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['short']; g.write_ids('/tmp/ids_p_short.bin', g.make_ids(n, lo, hi, 1))"
+      fmt='import json,sys
+for l in sys.stdin:
+    if not l.startswith("{"): continue
+    r=json.loads(l); m=r["ms"]; dev=m["h2d"]+m["forward"]+m["pool"]+m["d2h"]; w=r["seconds"]*1e3
+    print("budget %6d pipe %d: %6.2fM tok/s  wall %6.1f ms  (batches %d, device time summed %6.1f ms)" % (r["budget"], r["pipeline"], r["tokens_per_s"]/1e6, w, r["batches"], dev))'
+      for round in 1 2; do
+        for ct in 0 default; do
+          for pipe in 1 2 4; do
+            [ $ct = 0 ] && [ $pipe = 4 ] && continue
+            env $([ $ct = 0 ] && echo EMBEDKIT_CONCURRENT_TOKENS=0) $D/bin/embedkit_gpu_bench --model $M/minilm \
+              --ids /tmp/ids_p_short.bin --budgets ${SMALL_BUDGETS:-256,512,1024,2048,65536} --reps ${SMALL_REPS:-3} --pipeline $pipe \
+              | tee -a "$OUT/small_batches.jsonl" | python3 -c "$fmt" | while read -r line; do
+              echo "small-batches round $round concurrent-tokens $ct: $line"; done
+          done
+        done
+      done | tee "$OUT/small_batches.txt"
+      while read -r line; do summary+=("$line"); done < "$OUT/small_batches.txt"
+      ;;
     serve)
       # Server vs offline on the same texts (issue 4): offline `embedkit embed --device cuda`, then
       # `embedkit serve --device cuda` under loopback load (bench/server_load.py, every result
@@ -256,8 +282,8 @@ PY
               --json "$OUT/servewrk_$tag.json" 2>&1 | tee "$OUT/servewrk_$tag.log"
             summary+=("serve-wrk round $round $bin [$v]:" "$(grep '^|' "$OUT/servewrk_$tag.log")")
             kill -TERM $spid; wait $spid; echo "server exit code $?"
-            # EMBEDKIT_BATCHER_PROFILE=1: the executor's time per step, printed at exit
-            grep -h "batcher executor" "$slog" && summary+=("$(grep -h 'batcher executor' "$slog")")
+            # EMBEDKIT_BATCHER_PROFILE=1: the submitter's and collector's time per step, printed at exit
+            grep -hE "batcher (submitter|collector)" "$slog" && summary+=("$(grep -hE 'batcher (submitter|collector)' "$slog" | tr '\n' ' ')")
           done
         done
       done

@@ -19,6 +19,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <array>
@@ -273,7 +274,8 @@ int layernorm_pairs_for(int d) {
 int BertEncoder::pipeline_depth() {
   static const int depth = [] {
     const char* e = std::getenv("EMBEDKIT_PIPELINE");
-    return e && std::atoi(e) == 1 ? 1 : kMaxInFlight;
+    const int n = e && *e ? std::atoi(e) : kDefaultDepth;
+    return std::clamp(n, 1, kMaxInFlight);
   }();
   return depth;
 }
@@ -283,10 +285,8 @@ int BertEncoder::pipeline_depth() {
 struct BertEncoder::Impl {
   TransformerConfig cfg;
   Precision precision;
-  cudaStream_t stream = nullptr;  // every batch's work, in submission order
   cublasLtHandle_t lt = nullptr;
-  void* lt_workspace = nullptr;
-  size_t lt_workspace_bytes = 32u << 20;
+  size_t lt_workspace_bytes = 32u << 20;  // cuBLASLt's scratch, one per slot (its stream's own)
   std::vector<void*> owned;  // device allocations of weights
   PhaseTimes times;          // of the batch collected last
   // Optional per-op profile: events between consecutive ops, attributed to the op kind.
@@ -307,9 +307,6 @@ struct BertEncoder::Impl {
     float *g_in = nullptr, *bb_o = nullptr, *g1 = nullptr, *bb_o2 = nullptr;  // γ, b + β of the residuals
   };
   std::vector<FoldW> fold;
-  // [8][capacity] fp32: r, n of the layer input and of the attention block's output x1; Σ, Σ² of
-  // each (filled by the residual GEMMs' epilogues).
-  float* row_stats = nullptr;
   bool fold_sums = true;  // statistics from the residual GEMMs' row sums (EMBEDKIT_LN_FOLD_SUMS=0: stats passes)
 
   struct LayerW {
@@ -318,20 +315,47 @@ struct BertEncoder::Impl {
   void *word = nullptr, *pos = nullptr, *type = nullptr, *emb_g = nullptr, *emb_b = nullptr;
   std::vector<LayerW> layers;
 
-  // Device workspace, one for all batches: a batch's H2D copy and kernels are queued on `stream`
-  // after the previous batch's D2H copy, so they never touch these buffers while it runs. Sized
-  // for `capacity` tokens; grown (never shrunk) when a batch needs more.
-  size_t capacity = 0;
-  void *hidden = nullptr, *qkv = nullptr, *ctx = nullptr, *tmp = nullptr, *inter = nullptr;
-  int* d_ints = nullptr;  // ids | types | positions | cu_seqlens | skip | tiles(int2), one H2D copy
-  size_t d_ints_capacity = 0;
-  float* d_pooled = nullptr;  // [S, out_dim] pooled rows before the D2H copy
-  size_t d_pooled_capacity = 0;
+  // Device buffers of one pass, sized for `capacity` tokens; grown (never shrunk) when a batch
+  // needs more.
+  struct Workspace {
+    size_t capacity = 0;
+    void *hidden = nullptr, *qkv = nullptr, *ctx = nullptr, *tmp = nullptr, *inter = nullptr;
+    // Folded path: [8][capacity] fp32: r, n of the layer input and of the attention block's output
+    // x1; Σ, Σ² of each (filled by the residual GEMMs' epilogues).
+    float* row_stats = nullptr;
+    int* d_ints = nullptr;       // ids | types | positions | cu_seqlens | skip | tiles(int2), one H2D copy
+    size_t d_ints_capacity = 0;
+    float* d_pooled = nullptr;  // [S, out_dim] pooled rows before the D2H copy
+    size_t d_pooled_capacity = 0;
+    void release() {
+      for (void* p : {hidden, qkv, ctx, tmp, inter, static_cast<void*>(row_stats), static_cast<void*>(d_ints),
+                      static_cast<void*>(d_pooled)})
+        if (p) cudaFree(p);
+      *this = Workspace{};
+    }
+  };
+  // Small batches are latency-bound: a 512-token MiniLM pass keeps most SMs idle (its GEMMs fill a
+  // few dozen CTAs), so several of them run at once, each on its slot's own stream in the slot's
+  // own workspace (`lane_tokens` tokens: the first graph-bucket tier). Bigger batches fill the GPU
+  // and share one workspace sized from the token budget; they run one after another, each
+  // waiting on `shared_done`, recorded after the previous one's last copy.
+  // EMBEDKIT_CONCURRENT_TOKENS=0 sends every batch through the shared workspace (one at a time).
+  size_t lane_tokens = size_t(kGraphBuckets[0].max_tokens);
+  Workspace shared;
+  cudaEvent_t shared_done = nullptr;
+  bool shared_pending = false;  // shared_done was recorded (a batch used the shared workspace)
 
-  // What must exist once per batch in flight: the host writes batch i+1's inputs while batch i's
-  // H2D copy may not have run yet, and batch i's rows must stay readable until collect(i).
+  // What must exist once per batch in flight: its stream, its inputs' pinned staging (the host
+  // writes batch i+1's inputs while batch i's H2D copy may not have run yet), its pinned rows
+  // (readable until collect(i)), its cuBLASLt scratch and, for small batches, its workspace.
   struct Slot {
-    bool busy = false;
+    // Set by submit() once the slot is filled, cleared by collect() once it is read out: the
+    // hand-over between a submitting and a collecting thread.
+    std::atomic<bool> busy{false};
+    cudaStream_t stream = nullptr;
+    Workspace own;              // batches of up to lane_tokens tokens
+    Workspace* ws = nullptr;    // the batch in flight's: &own or &shared
+    void* lt_ws = nullptr;      // cuBLASLt scratch, used on `stream` only
     Ticket ticket = 0;
     int* h_ints = nullptr;  // pinned staging of d_ints' layout
     size_t ints_capacity = 0;
@@ -360,7 +384,7 @@ struct BertEncoder::Impl {
       s.op_kinds.push_back(nullptr);
     }
     s.op_kinds[s.op_next] = kind;
-    EK_CUDA(cudaEventRecord(s.op_events[s.op_next++], stream));
+    EK_CUDA(cudaEventRecord(s.op_events[s.op_next++], s.stream));
   }
 
   LtAlgoCache algo_cache;
@@ -368,7 +392,7 @@ struct BertEncoder::Impl {
   // CUDA graphs of whole passes for small batches, keyed by batch shape and staging slot (a graph
   // holds the slot's pinned addresses).
   static constexpr int kGraphMaxTokens = kGraphBucketMaxTokens;
-  static constexpr size_t kMaxGraphs = 256;
+  static constexpr size_t kMaxGraphs = 512;  // shapes × slots
   using GraphKey = std::array<int, 7>;  // tokens, sequences, tiles, tile rows, skip|normalize, out dim, slot
   std::map<GraphKey, cudaGraphExec_t> graphs;
   std::set<GraphKey> seen_shapes;  // slot field 0: a shape counts as seen on any slot
@@ -472,40 +496,46 @@ struct BertEncoder::Impl {
   }
   int slot_index(const Slot& s) const { return int(&s - slots.data()); }
 
-  // Makes room for a batch of `tokens` tokens, `seqs` sequences, `tiles` attention tiles and
-  // `pooled_floats` output floats in the device workspace and in slot `s`'s staging.
-  void ensure_capacity(Slot& s, size_t tokens, size_t seqs, size_t tiles, size_t pooled_floats) {
-    const size_t new_capacity = tokens > capacity ? std::max(tokens, capacity * 2) : capacity;
+  // Waits for every batch queued on any slot's stream (before buffers move or graphs go).
+  void sync_all() {
+    for (Slot& s : slots)
+      if (s.stream) EK_CUDA(cudaStreamSynchronize(s.stream));
+  }
+
+  // Makes room in workspace w for a batch of `tokens` tokens, `seqs` sequences, `tiles` attention
+  // tiles and `pooled_floats` output floats, and in slot s's staging for its inputs and rows.
+  void ensure_capacity(Workspace& w, Slot& s, size_t tokens, size_t seqs, size_t tiles, size_t pooled_floats) {
+    const size_t new_capacity = tokens > w.capacity ? std::max(tokens, w.capacity * 2) : w.capacity;
     const size_t ints = 3 * new_capacity + 2 * (seqs + 1) + 2 * tiles + 16;
-    const bool grow_tokens = new_capacity > capacity, grow_ints = ints > d_ints_capacity,
-               grow_pooled = pooled_floats > d_pooled_capacity;
+    const bool grow_tokens = new_capacity > w.capacity, grow_ints = ints > w.d_ints_capacity,
+               grow_pooled = pooled_floats > w.d_pooled_capacity;
     const bool grow_staging = ints > s.ints_capacity || pooled_floats > s.pooled_capacity;
     if (!grow_tokens && !grow_ints && !grow_pooled && !grow_staging) return;
-    // Buffers are about to move: let a batch in flight finish with them first (rare: the
-    // workspace is sized from the token budget up front), and drop graphs that captured them.
-    EK_CUDA(cudaStreamSynchronize(stream));
+    // Buffers are about to move: let batches in flight finish with them first (rare: workspaces
+    // are sized up front), and drop graphs that captured them.
+    sync_all();
     drop_graphs();
     if (grow_tokens) {
-      for (void* p : {hidden, qkv, ctx, tmp, inter, static_cast<void*>(row_stats)})
+      for (void* p : {w.hidden, w.qkv, w.ctx, w.tmp, w.inter, static_cast<void*>(w.row_stats)})
         if (p) cudaFree(p);
-      capacity = new_capacity;
-      const size_t d = size_t(cfg.hidden_size), I = size_t(cfg.intermediate_size);
-      EK_CUDA(cudaMalloc(&hidden, capacity * d * elem()));
-      EK_CUDA(cudaMalloc(&qkv, capacity * 3 * d * elem()));
-      EK_CUDA(cudaMalloc(&ctx, capacity * d * elem()));
-      EK_CUDA(cudaMalloc(&tmp, capacity * d * elem()));
-      EK_CUDA(cudaMalloc(&inter, capacity * I * elem()));
-      EK_CUDA(cudaMalloc(&row_stats, 8 * capacity * sizeof(float)));
+      w.capacity = new_capacity;
+      const size_t d = size_t(cfg.hidden_size), I = size_t(cfg.intermediate_size), c = w.capacity;
+      EK_CUDA(cudaMalloc(&w.hidden, c * d * elem()));
+      EK_CUDA(cudaMalloc(&w.qkv, c * 3 * d * elem()));
+      EK_CUDA(cudaMalloc(&w.ctx, c * d * elem()));
+      EK_CUDA(cudaMalloc(&w.tmp, c * d * elem()));
+      EK_CUDA(cudaMalloc(&w.inter, c * I * elem()));
+      EK_CUDA(cudaMalloc(&w.row_stats, 8 * c * sizeof(float)));
     }
     if (grow_ints) {
-      if (d_ints) cudaFree(d_ints);
-      d_ints_capacity = std::max(ints, d_ints_capacity * 2);
-      EK_CUDA(cudaMalloc(&d_ints, d_ints_capacity * sizeof(int)));
+      if (w.d_ints) cudaFree(w.d_ints);
+      w.d_ints_capacity = std::max(ints, w.d_ints_capacity * 2);
+      EK_CUDA(cudaMalloc(&w.d_ints, w.d_ints_capacity * sizeof(int)));
     }
     if (grow_pooled) {
-      if (d_pooled) cudaFree(d_pooled);
-      d_pooled_capacity = std::max(pooled_floats, d_pooled_capacity * 2);
-      EK_CUDA(cudaMalloc(&d_pooled, d_pooled_capacity * sizeof(float)));
+      if (w.d_pooled) cudaFree(w.d_pooled);
+      w.d_pooled_capacity = std::max(pooled_floats, w.d_pooled_capacity * 2);
+      EK_CUDA(cudaMalloc(&w.d_pooled, w.d_pooled_capacity * sizeof(float)));
     }
     if (ints > s.ints_capacity) {
       if (s.h_ints) cudaFreeHost(s.h_ints);
@@ -519,17 +549,18 @@ struct BertEncoder::Impl {
     }
   }
 
+  // On the stream and in the cuBLASLt scratch of the slot being enqueued (cur).
   void linear(const void* x, int T, int n_in, const void* W, const void* bias, int n_out, void* y,
               cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS, const void* residual = nullptr) {
     lt_linear(lt, precision == Precision::F16 ? CUDA_R_16F : CUDA_R_16BF, x, T, n_in, W, bias, n_out, y, epi,
-              lt_workspace, lt_workspace_bytes, stream, &algo_cache, residual);
+              cur->lt_ws, lt_workspace_bytes, cur->stream, &algo_cache, residual);
   }
 
   struct Offsets {
     size_t ids, types, pos, cu, skip, tiles, n_ints;
   };
-  // Everything from the H2D copy to the D2H copy, on `stream` (also what a graph captures), from
-  // slot s's staging into slot s's pinned rows.
+  // Everything from the H2D copy to the D2H copy, on slot s's stream in its workspace s.ws (also
+  // what a graph captures), from slot s's staging into slot s's pinned rows.
   template <typename T>
   void enqueue(Slot& s, const PackedBatch& b, const PoolingConfig& pc, const std::vector<int32_t>& skip,
                bool normalize, const Offsets& off, size_t n_tiles_sz, int tile_rows, int out_dim, bool timed) {
@@ -537,11 +568,15 @@ struct BertEncoder::Impl {
     const int d = int(cfg.hidden_size), I = int(cfg.intermediate_size), H = int(cfg.num_heads), dh = d / H;
     const int n_tiles = int(n_tiles_sz);
     ++algo_cache.batch;  // GEMM shapes seen again in a later batch get their algorithm timed (lt_linear)
+    const cudaStream_t stream = s.stream;
+    Workspace& w = *s.ws;
+    int* const d_ints = w.d_ints;
+    void *const qkv = w.qkv, *const ctx = w.ctx, *const tmp = w.tmp, *const inter = w.inter;
     if (timed) EK_CUDA(cudaEventRecord(s.ev[0], stream));
     EK_CUDA(cudaMemcpyAsync(d_ints, s.h_ints, off.n_ints * sizeof(int), cudaMemcpyHostToDevice, stream));
     if (timed) EK_CUDA(cudaEventRecord(s.ev[1], stream));
 
-    T* hid = static_cast<T*>(hidden);
+    T* hid = static_cast<T*>(w.hidden);
     cur = &s;
     s.op_next = 0;
     mark(nullptr);
@@ -550,11 +585,11 @@ struct BertEncoder::Impl {
     launch_embed_layernorm<T>(d_ints + off.ids, d_ints + off.types, d_ints + off.pos, static_cast<const T*>(word),
                               static_cast<const T*>(pos), static_cast<const T*>(type), static_cast<const T*>(emb_g),
                               static_cast<const T*>(emb_b), Tn, d, int(cfg.position_offset), eps, hid, stream,
-                              ln_pairs, folded ? row_stats : nullptr, folded ? row_stats + capacity : nullptr);
+                              ln_pairs, folded ? w.row_stats : nullptr, folded ? w.row_stats + w.capacity : nullptr);
     mark(&PhaseTimes::embed);
     PoolNorm<T> final_norm;  // the last LayerNorm, when pooling applies it (folded path)
     if constexpr (std::is_same_v<T, __half>) {
-      if (folded) final_norm = enqueue_folded_layers(Tn, I, eps, off, n_tiles, tile_rows);
+      if (folded) final_norm = enqueue_folded_layers(s, Tn, I, eps, off, n_tiles, tile_rows);
     }
     const size_t classic_layers = folded ? 0 : layers.size();
     for (size_t li = 0; li < classic_layers; ++li) {
@@ -592,11 +627,11 @@ struct BertEncoder::Impl {
     EK_CUDA(cudaGetLastError());
     if (timed) EK_CUDA(cudaEventRecord(s.ev[2], stream));
     PoolModes pm{pc.cls, pc.max, pc.mean, pc.mean_sqrt_len, pc.weighted_mean, pc.last_token};
-    launch_pool<T>(hid, d_ints + off.cu, skip.empty() ? nullptr : d_ints + off.skip, S, d, pm, normalize, d_pooled,
+    launch_pool<T>(hid, d_ints + off.cu, skip.empty() ? nullptr : d_ints + off.skip, S, d, pm, normalize, w.d_pooled,
                    out_dim, stream, final_norm);
     EK_CUDA(cudaGetLastError());
     if (timed) EK_CUDA(cudaEventRecord(s.ev[3], stream));
-    EK_CUDA(cudaMemcpyAsync(s.h_pooled, d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost,
+    EK_CUDA(cudaMemcpyAsync(s.h_pooled, w.d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost,
                             stream));
     if (timed) EK_CUDA(cudaEventRecord(s.ev[4], stream));
   }
@@ -607,12 +642,17 @@ struct BertEncoder::Impl {
   // sums (or, with fold_sums off, from stats passes). The last LN2 is left to the pooling kernel
   // (returned: its row statistics and γ, β; hidden holds its input), or with fold_sums off runs as
   // a pass (nothing returned).
-  PoolNorm<__half> enqueue_folded_layers(int Tn, int I, float eps, const Offsets& off, int n_tiles, int tile_rows) {
+  PoolNorm<__half> enqueue_folded_layers(Slot& s, int Tn, int I, float eps, const Offsets& off, int n_tiles,
+                                         int tile_rows) {
     const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
-    __half* hid = static_cast<__half*>(hidden);
-    __half* x1 = static_cast<__half*>(tmp);
+    const cudaStream_t stream = s.stream;
+    Workspace& w = *s.ws;
+    int* const d_ints = w.d_ints;
+    void *const qkv = w.qkv, *const ctx = w.ctx, *const inter = w.inter;
+    __half* hid = static_cast<__half*>(w.hidden);
+    __half* x1 = static_cast<__half*>(w.tmp);
     float* st[8];
-    for (int i = 0; i < 8; ++i) st[i] = row_stats + size_t(i) * capacity;
+    for (int i = 0; i < 8; ++i) st[i] = w.row_stats + size_t(i) * w.capacity;
     float *r0 = st[0], *n0 = st[1], *r1 = st[2], *n1 = st[3], *sum0 = st[4], *sq0 = st[5], *sum1 = st[6], *sq1 = st[7];
     for (size_t l = 0; l < layers.size(); ++l) {
       const LayerW& L = layers[l];
@@ -707,7 +747,13 @@ struct BertEncoder::Impl {
     const int modes = int(pc.cls) + int(pc.max) + int(pc.mean) + int(pc.mean_sqrt_len) + int(pc.weighted_mean) +
                       int(pc.last_token);
     const int out_dim = modes * d;
-    ensure_capacity(s, size_t(Tn), size_t(S), tiles.size(), size_t(S) * size_t(out_dim));
+    // Small batches run in the slot's own workspace, at once with the other slots' batches; the
+    // rest in the shared one, after the previous batch that used it.
+    const bool own = size_t(Tn) <= lane_tokens;
+    Workspace& w = own ? s.own : shared;
+    ensure_capacity(w, s, size_t(Tn), size_t(S), tiles.size(), size_t(S) * size_t(out_dim));
+    s.ws = &w;
+    if (!own && shared_pending) EK_CUDA(cudaStreamWaitEvent(s.stream, shared_done, 0));
 
     // Stage every integer input in the slot's pinned buffer → one H2D copy. The slot is free, so
     // its previous batch's copy has completed (collect waited for that batch's last event).
@@ -746,6 +792,7 @@ struct BertEncoder::Impl {
       } else if (seen_shapes.count(seen_key) && graphs.size() < kMaxGraphs) {
         // Captures are rare (once per shape and slot): start each on an idle stream rather than
         // behind a batch in flight, so nothing queued before can interleave with the capture.
+        const cudaStream_t stream = s.stream;
         EK_CUDA(cudaStreamSynchronize(stream));
         cudaGraph_t graph;
         EK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
@@ -765,11 +812,15 @@ struct BertEncoder::Impl {
       }
     }
     if (exec) {
-      EK_CUDA(cudaEventRecord(s.ev[0], stream));
-      EK_CUDA(cudaGraphLaunch(*exec, stream));
-      EK_CUDA(cudaEventRecord(s.ev[4], stream));
+      EK_CUDA(cudaEventRecord(s.ev[0], s.stream));
+      EK_CUDA(cudaGraphLaunch(*exec, s.stream));
+      EK_CUDA(cudaEventRecord(s.ev[4], s.stream));
     } else {
       enqueue<T>(s, b, pc, skip, normalize, off, tiles.size(), tile_rows, out_dim, true);
+    }
+    if (!own) {  // the next batch in the shared workspace starts after this one's last copy
+      EK_CUDA(cudaEventRecord(shared_done, s.stream));
+      shared_pending = true;
     }
     s.S = S_real;  // the dummy sequences' rows come back too but are not handed out
     s.out_dim = out_dim;
@@ -825,11 +876,14 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   cudaDeviceProp prop{};
   EK_CUDA(cudaGetDeviceProperties(&prop, 0));
   m.name = prop.name;
-  EK_CUDA(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   EK_CUBLAS(cublasLtCreate(&m.lt));
-  EK_CUDA(cudaMalloc(&m.lt_workspace, m.lt_workspace_bytes));
-  for (auto& s : m.slots)
+  EK_CUDA(cudaEventCreateWithFlags(&m.shared_done, cudaEventDisableTiming));
+  for (auto& s : m.slots) {
+    EK_CUDA(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    EK_CUDA(cudaMalloc(&s.lt_ws, m.lt_workspace_bytes));
     for (auto& e : s.ev) EK_CUDA(cudaEventCreate(&e));
+  }
+  if (const char* ct = std::getenv("EMBEDKIT_CONCURRENT_TOKENS"); ct && *ct) m.lane_tokens = size_t(std::atoll(ct));
   const char* prof = std::getenv("EMBEDKIT_PROFILE_OPS");
   m.profile_ops = prof && std::string(prof) == "1";
   const char* graphs = std::getenv("EMBEDKIT_CUDA_GRAPHS");
@@ -863,19 +917,27 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   m.fold_sums = !(sums_env && std::string(sums_env) == "0");
   if (p == Precision::F16) m.load<__half>(w);
   else m.load<__nv_bfloat16>(w);
-  for (auto& s : m.slots) m.ensure_capacity(s, max_batch_tokens, 64, 64, 64 * 4 * size_t(cfg.hidden_size));
+  // Workspaces up front (growing one later waits for every batch in flight): the shared one for
+  // the token budget, each slot's for its small batches.
+  for (auto& s : m.slots) {
+    m.ensure_capacity(m.shared, s, max_batch_tokens, 64, 64, 64 * 4 * size_t(cfg.hidden_size));
+    if (m.lane_tokens)
+      m.ensure_capacity(s.own, s, std::min(m.lane_tokens, max_batch_tokens), 64, 64, 64 * 4 * size_t(cfg.hidden_size));
+  }
 }
 
 BertEncoder::~BertEncoder() {
   if (!impl_) return;
   Impl& m = *impl_;
-  if (m.stream) cudaStreamSynchronize(m.stream);  // batches never collected finish first
+  for (auto& s : m.slots)
+    if (s.stream) cudaStreamSynchronize(s.stream);  // batches never collected finish first
   m.drop_graphs();
   for (void* p : m.owned) cudaFree(p);
-  for (void* p : {m.hidden, m.qkv, m.ctx, m.tmp, m.inter, static_cast<void*>(m.d_ints), static_cast<void*>(m.d_pooled),
-                  m.lt_workspace})
-    if (p) cudaFree(p);
+  m.shared.release();
+  if (m.shared_done) cudaEventDestroy(m.shared_done);
   for (auto& s : m.slots) {
+    s.own.release();
+    if (s.lt_ws) cudaFree(s.lt_ws);
     if (s.h_ints) cudaFreeHost(s.h_ints);
     if (s.h_pooled) cudaFreeHost(s.h_pooled);
     for (auto& e : s.ev)
@@ -883,7 +945,8 @@ BertEncoder::~BertEncoder() {
     for (auto& e : s.op_events) cudaEventDestroy(e);
   }
   if (m.lt) cublasLtDestroy(m.lt);
-  if (m.stream) cudaStreamDestroy(m.stream);
+  for (auto& s : m.slots)
+    if (s.stream) cudaStreamDestroy(s.stream);
 }
 
 void BertEncoder::encode(const PackedBatch& batch, const PoolingConfig& pooling, const std::vector<int32_t>& skip,

@@ -32,9 +32,12 @@ struct PhaseTimes {
 
 class BertEncoder {
  public:
-  // Batches that may be submitted and not yet collected at once. Two are enough to hide the host
-  // side of a batch (staging batch i+1's inputs, copying batch i's rows out) behind the device.
-  static constexpr int kMaxInFlight = 2;
+  // Batches that may be submitted and not yet collected at once (pipeline_depth() of them are, by
+  // default 2). Two hide the host side of a batch (staging batch i+1's inputs, copying batch i's
+  // rows out) behind the device; small batches (up to 2,048 tokens) also run at once on the
+  // device, each on its own stream: a small pass leaves most SMs idle.
+  static constexpr int kMaxInFlight = 4;
+  static constexpr int kDefaultDepth = 2;
   using Ticket = uint64_t;
 
   BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Precision p, size_t max_batch_tokens);
@@ -50,18 +53,21 @@ class BertEncoder {
 
   // Pipelined form of encode(). submit() stages the batch's inputs in pinned host memory (one of
   // kMaxInFlight staging slots; `batch` and `skip` are not needed afterwards) and queues the whole
-  // pass (H2D copy, forward, pooling, D2H copy into the slot's pinned rows) on the encoder's
-  // stream without waiting for it. Everything runs on that one stream, so a batch submitted while
-  // another is in flight starts on the device right after it: no host gap between the two.
+  // pass (H2D copy, forward, pooling, D2H copy into the slot's pinned rows) on the slot's stream
+  // without waiting for it. Batches of up to 2,048 tokens (EMBEDKIT_CONCURRENT_TOKENS) work in
+  // their slot's own buffers and run alongside whatever else is in flight; bigger ones share one
+  // workspace and each starts on the device right after the previous big one: no host gap.
   // collect() waits for that batch only and copies its [S, pooled_dim] rows to `out`; its
   // last_times() are then this batch's. Throws when kMaxInFlight batches are already in flight
-  // (collect one first) or for a ticket that is not in flight. Not thread-safe (one caller).
+  // (collect one first) or for a ticket that is not in flight. One thread may submit while
+  // another collects (the batcher's submitter and collector); no two threads may submit, or
+  // collect, at once.
   Ticket submit(const PackedBatch& batch, const PoolingConfig& pooling, const std::vector<int32_t>& skip,
                 bool normalize);
   void collect(Ticket ticket, float* out);
   int in_flight() const;
-  // How many batches callers should keep in flight: kMaxInFlight, or 1 with EMBEDKIT_PIPELINE=1
-  // (for measuring the pipelined and the synchronous form side by side).
+  // How many batches callers should keep in flight: kDefaultDepth, or EMBEDKIT_PIPELINE=n (1 to
+  // kMaxInFlight; for measuring the synchronous, pipelined and deeper forms side by side).
   static int pipeline_depth();
 
   // Times of the batch collected last.

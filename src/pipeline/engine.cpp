@@ -105,7 +105,7 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
     pipeline_depth_ = size_t(cuda::BertEncoder::pipeline_depth());
   } else {  // CPU, and the Qwen3 GPU encoder (synchronous): the pass runs inside collect()
     const char* pe = std::getenv("EMBEDKIT_PIPELINE");
-    pipeline_depth_ = pe && std::atoi(pe) >= 2 ? kMaxInFlight : 1;
+    pipeline_depth_ = pe && std::atoi(pe) >= 2 ? std::min(size_t(std::atoi(pe)), kMaxInFlight) : 1;
   }
 
   int64_t dim = pooled_dim(files_.config.hidden_size, files_.pooling);

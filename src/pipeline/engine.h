@@ -8,8 +8,10 @@
 //                                            in flight (GPU: batch i+1 queued behind batch i)
 //   finish(row, normalize, dims)           → what the user gets (normalize, Matryoshka truncation)
 //
-// run()/submit()/collect() are not thread-safe: one caller at a time (the batcher's executor).
+// One thread may submit() while another collect()s (the batcher's submitter and collector);
+// otherwise one caller at a time.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -78,13 +80,14 @@ class EmbeddingEngine {
   // full_dim()]; last_run_times() are then that batch's. At most pipeline_depth() batches may be
   // submitted and not collected (submit throws beyond kMaxInFlight); collect in any order.
   using RunTicket = uint64_t;
-  static constexpr size_t kMaxInFlight = 2;
+  static constexpr size_t kMaxInFlight = 4;
   RunTicket submit(const Encoding* const* seqs, const int32_t* pool_skip, size_t n);
   void collect(RunTicket ticket, float* out);
   // How many batches a caller should keep in flight: 2 for BERT-family models on the GPU (the host
-  // side of one batch hides behind the device work of the previous one); 1 on the CPU and for the
-  // Qwen3 GPU encoder, where the whole pass runs inside collect() and there is nothing to overlap. EMBEDKIT_PIPELINE=1|2 overrides (measuring; tests
-  // run the pipelined path on CPU-only machines with 2).
+  // side of one batch hides behind the device work of the other, and two small batches run at once
+  // on the device); 1 on the CPU and for the Qwen3 GPU encoder, where the whole pass runs inside
+  // collect() and there is nothing to overlap. EMBEDKIT_PIPELINE=n (1 to 4) overrides (measuring;
+  // tests run the pipelined path on CPU-only machines with 2).
   size_t pipeline_depth() const { return pipeline_depth_; }
   const EngineRunTimes& last_run_times() const { return run_times_; }
 
@@ -133,7 +136,9 @@ class EmbeddingEngine {
   // One per batch in flight: the packed inputs (the CPU forward reads them in collect) and what
   // collect() reports. Reused across calls (no allocation once warm).
   struct RunSlot {
-    bool busy = false;
+    // Set by submit() once the slot is filled, cleared by collect() once it is read out: one thread
+    // may submit while another collects (the batcher's submitter and collector threads).
+    std::atomic<bool> busy{false};
     RunTicket ticket = 0;
     uint64_t gpu_ticket = 0;  // cuda::BertEncoder::Ticket
     size_t n = 0;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <deque>
 #include <string>
 
@@ -18,8 +19,11 @@ Batcher::Batcher(EmbeddingEngine& engine, BatcherOptions options, std::function<
   if (opt_.max_batch_tokens > engine.batch_tokens())
     throw Error("--max-batch-tokens " + std::to_string(opt_.max_batch_tokens) + ": more than the engine was sized for (" +
                 std::to_string(engine.batch_tokens()) + ")");
+  const size_t depth = std::min(engine.pipeline_depth(), EmbeddingEngine::kMaxInFlight);
+  depth_ = std::max<size_t>(1, depth);
   assembler_ = std::thread([this] { assembler_loop(); });
-  executor_ = std::thread([this] { executor_loop(); });
+  collector_ = std::thread([this] { collect_loop(); });
+  executor_ = std::thread([this] { submit_loop(); });
 }
 
 Batcher::~Batcher() {
@@ -30,7 +34,8 @@ Batcher::~Batcher() {
   assembler_cv_.notify_all();
   executor_cv_.notify_all();
   assembler_.join();
-  executor_.join();
+  executor_.join();  // the submitter stops once nothing is queued; the collector once all is delivered
+  collector_.join();
 }
 
 bool Batcher::submit(const std::shared_ptr<EmbedJob>& job) {
@@ -187,117 +192,129 @@ bool Batcher::ready_locked() const {
          EmbedJob::Clock::now() >= next_.oldest + opt_.max_wait;
 }
 
-// Up to engine_.pipeline_depth() batches in flight (2 on the GPU): batch i+1 is submitted (its
-// whole GPU pass queued behind batch i) before batch i is collected, so the device goes from one
-// batch to the next without waiting for the host to finish rows, run callbacks and pack again.
-// Each batch is still delivered on its own and in order: its rows, then on_batch, then the on_done
-// of the jobs it completed. The executor never waits for a next batch while one is in flight: a
-// batch that is not ready to go (empty, or a partial one within max_wait) is left for later and
-// the one in flight is collected first.
-void Batcher::executor_loop() {
+// Where the submitter's and the collector's time goes (EMBEDKIT_BATCHER_PROFILE=1): seconds in
+// each step, summed over batches, printed when the thread stops.
+namespace {
+struct StepProfile {
+  using Clock = std::chrono::steady_clock;
+  const char* who;
+  std::vector<std::pair<const char*, double>> steps;
+  size_t batches = 0, jobs = 0;
+  bool on = std::getenv("EMBEDKIT_BATCHER_PROFILE") && std::string(std::getenv("EMBEDKIT_BATCHER_PROFILE")) == "1";
+  Clock::time_point t = Clock::now();
+  StepProfile(const char* w, std::initializer_list<const char*> names) : who(w) {
+    for (const char* n : names) steps.push_back({n, 0.0});
+  }
+  void lap(size_t step) {
+    if (!on) return;
+    const auto now = Clock::now();
+    steps[step].second += std::chrono::duration<double>(now - t).count();
+    t = now;
+  }
+  ~StepProfile() {
+    if (!on) return;
+    std::string line = std::string("batcher ") + who + ": " + std::to_string(batches) + " batches, " +
+                       std::to_string(jobs) + " jobs; seconds:";
+    for (auto& [name, secs] : steps) line += " " + std::string(name) + " " + std::to_string(secs);
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+};
+}  // namespace
+
+// Whether the submitter may hand one more batch to the engine now: up to engine_.pipeline_depth()
+// batches are in flight (submitted, not yet collected; 2 on the GPU). Batch i+1 is queued on the
+// device before batch i is collected, so the device goes from one to the next without waiting for
+// the host to finish rows, run callbacks and pack again (and two small ones run side by side).
+// Deeper is not better for a server (measured on the H100, docs/benchmarks.md): with 4 in flight,
+// 256 clients' requests were split into batches of 28 instead of 43 inputs and throughput fell
+// from 234k to 180k requests/s.
+bool Batcher::room_to_submit_locked() const { return running_.size() + collecting_ < depth_; }
+
+// The submitter: takes the next batch as soon as it may go (ready_locked) and there is room in
+// flight, drops inputs whose client left meanwhile, and submits it to the engine (on the GPU the
+// whole pass is queued; nothing waits for the device here). The collector thread collects.
+void Batcher::submit_loop() {
   using Clock = EmbedJob::Clock;
-  struct Running {
-    Batch batch;
-    EmbeddingEngine::RunTicket ticket = 0;
-    Clock::time_point t0;  // submitted
-    std::string error;     // submit failed
-  };
-  std::deque<Running> running;  // oldest first
-  const size_t depth = std::max<size_t>(1, std::min(engine_.pipeline_depth(), EmbeddingEngine::kMaxInFlight));
   std::vector<const Encoding*> seqs;
   std::vector<int32_t> skip;
+  std::vector<std::shared_ptr<EmbedJob>> done;
+  StepProfile prof("submitter", {"waiting", "submit"});
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    // Fill the next batch here rather than wait for the assembler thread to get the lock.
+    if (next_.items.empty() && !pending_.empty()) fill_next_locked();
+    if (next_.items.empty()) {
+      if (stopping_ && pending_.empty()) break;
+      executor_waiting_ = true;
+      executor_cv_.wait(lock);
+      executor_waiting_ = false;
+      continue;
+    }
+    if (!room_to_submit_locked()) {  // the collector wakes us when a batch leaves the engine
+      executor_cv_.wait(lock);
+      continue;
+    }
+    if (!ready_locked()) {  // with max_wait: a partial batch waits for company a while
+      executor_waiting_ = true;
+      executor_cv_.wait_until(lock, next_.oldest + opt_.max_wait);
+      executor_waiting_ = false;
+      continue;
+    }
+    prof.lap(0);
+    Running r;
+    r.batch = std::move(next_);
+    next_ = Batch{};
+    // Inputs whose client left since they joined the batch are not computed.
+    done.clear();
+    drop_abandoned_locked(r.batch, done);
+    finish_dropped_locked(done);
+    if (r.batch.items.empty()) continue;
+    running_inputs_ += r.batch.items.size();
+    dirty_ = true;  // the assembler starts on the next batch while this one runs
+    assembler_cv_.notify_one();
+    lock.unlock();
+    const size_t n = r.batch.items.size();
+    seqs.resize(n);
+    skip.resize(n);
+    for (size_t k = 0; k < n; ++k) {
+      seqs[k] = &r.batch.items[k].job->inputs[r.batch.items[k].index];
+      skip[k] = r.batch.items[k].job->pool_skip;
+    }
+    r.t0 = Clock::now();
+    try {
+      r.ticket = engine_.submit(seqs.data(), skip.data(), n);
+    } catch (const std::exception& e) {
+      r.error = std::string("inference failed: ") + e.what();
+    }
+    prof.lap(1);
+    lock.lock();
+    running_.push_back(std::move(r));
+    collector_cv_.notify_one();
+  }
+  submitter_done_ = true;
+  collector_cv_.notify_one();
+}
+
+// The collector: waits for the oldest batch in flight, finishes its rows into the jobs and
+// delivers the jobs it completed. Each batch is delivered on its own and in order: its rows, then
+// on_batch, then the on_done of the jobs it completed. A batch leaves the engine (room for the
+// submitter) as soon as collect() returns, before its rows are finished and delivered.
+void Batcher::collect_loop() {
+  using Clock = EmbedJob::Clock;
   std::vector<float> rows;
   std::vector<std::shared_ptr<EmbedJob>> done;
   const size_t full_dim = engine_.full_dim();
   Clock::time_point last_end{};  // when the previous batch was collected
-  // EMBEDKIT_BATCHER_PROFILE=1: where the executor thread's time goes, printed when it stops
-  // (seconds in each step, summed over batches; the executor is the server's one serial stage).
-  struct Prof {
-    bool on = false;
-    double wait = 0, submit = 0, collect = 0, finish = 0, complete = 0, deliver = 0;
-    size_t batches = 0, jobs = 0;
-    Clock::time_point t = Clock::now();
-    void lap(double& into) {
-      if (!on) return;
-      const auto now = Clock::now();
-      into += std::chrono::duration<double>(now - t).count();
-      t = now;
-    }
-    ~Prof() {
-      if (on)
-        std::fprintf(stderr,
-                     "batcher executor: %zu batches, %zu jobs; seconds: waiting %.3f, submit %.3f, collect %.3f, "
-                     "finish %.3f, complete %.3f, deliver %.3f\n",
-                     batches, jobs, wait, submit, collect, finish, complete, deliver);
-    }
-  } prof;
-  prof.on = std::getenv("EMBEDKIT_BATCHER_PROFILE") && std::string(std::getenv("EMBEDKIT_BATCHER_PROFILE")) == "1";
+  StepProfile prof("collector", {"waiting", "collect", "finish", "complete", "deliver"});
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    // 1. Submit the next batch if there is room in the pipeline.
-    bool take = false;
-    if (running.empty()) {
-      // Nothing in flight: wait for a batch; with max_wait, a partial batch waits for company
-      // until its oldest input has waited max_wait.
-      for (;;) {
-        if (!pending_.empty()) fill_next_locked();  // here rather than wait for the assembler
-        if (next_.items.empty()) {
-          if (stopping_ && pending_.empty()) return;
-          executor_waiting_ = true;
-          executor_cv_.wait(lock);
-          executor_waiting_ = false;
-          continue;
-        }
-        if (ready_locked()) break;
-        executor_waiting_ = true;
-        executor_cv_.wait_until(lock, next_.oldest + opt_.max_wait);
-        executor_waiting_ = false;
-      }
-      take = true;
-    } else if (running.size() < depth) {
-      // A batch in flight: take the next one only if it can go now. Fill it here rather than
-      // wait for the assembler thread to get the lock.
-      if (next_.items.empty() && !pending_.empty()) fill_next_locked();
-      take = ready_locked();
-    }
-    prof.lap(prof.wait);
-    if (take) {
-      Running r;
-      r.batch = std::move(next_);
-      next_ = Batch{};
-      // Inputs whose client left since they joined the batch are not computed.
-      done.clear();
-      drop_abandoned_locked(r.batch, done);
-      finish_dropped_locked(done);
-      if (r.batch.items.empty()) continue;
-      running_inputs_ += r.batch.items.size();
-      dirty_ = true;  // the assembler starts on the next batch while this one runs
-      assembler_cv_.notify_one();
-      lock.unlock();
-      const size_t n = r.batch.items.size();
-      seqs.resize(n);
-      skip.resize(n);
-      for (size_t k = 0; k < n; ++k) {
-        seqs[k] = &r.batch.items[k].job->inputs[r.batch.items[k].index];
-        skip[k] = r.batch.items[k].job->pool_skip;
-      }
-      r.t0 = Clock::now();
-      try {
-        r.ticket = engine_.submit(seqs.data(), skip.data(), n);
-      } catch (const std::exception& e) {
-        r.error = std::string("inference failed: ") + e.what();
-      }
-      running.push_back(std::move(r));
-      prof.lap(prof.submit);
-      lock.lock();
-      if (running.size() < depth) continue;  // room for one more: see if it is ready
-    }
-    if (running.empty()) continue;
-
-    // 2. Collect the oldest batch in flight and deliver it.
-    Running r = std::move(running.front());
-    running.pop_front();
+    collector_cv_.wait(lock, [&] { return !running_.empty() || submitter_done_; });
+    if (running_.empty()) return;  // the submitter stopped and everything is delivered
+    Running r = std::move(running_.front());
+    running_.pop_front();
+    ++collecting_;
     lock.unlock();
+    prof.lap(0);
     Batch& batch = r.batch;
     const size_t n = batch.items.size();
     rows.resize(n * full_dim);
@@ -310,8 +327,13 @@ void Batcher::executor_loop() {
       }
     }
     const auto t1 = Clock::now();
-    prof.lap(prof.collect);
-    // This batch's share of the executor's time: from its submission, or from the previous
+    {  // out of the engine: the submitter may send another batch while this one is delivered
+      std::lock_guard<std::mutex> g(mu_);
+      --collecting_;
+    }
+    executor_cv_.notify_one();
+    prof.lap(1);
+    // This batch's share of the engine's time: from its submission, or from the previous
     // batch's collection when it was submitted before that (pipelined): the shares add up to the
     // wall time, not to more.
     const auto t0 = std::max(r.t0, last_end);
@@ -322,7 +344,7 @@ void Batcher::executor_loop() {
         EmbedJob& job = *batch.items[k].job;
         engine_.finish(rows.data() + k * full_dim, job.normalize, job.dims, job.out.data() + batch.items[k].index * job.dims);
       }
-    prof.lap(prof.finish);
+    prof.lap(2);
 
     lock.lock();
     done.clear();
@@ -346,7 +368,7 @@ void Batcher::executor_loop() {
     batch_inputs_ += n;
     batch_tokens_total_ += batch.tokens;
     lock.unlock();
-    prof.lap(prof.complete);
+    prof.lap(3);
     ++prof.batches;
     prof.jobs += done.size();
     // The batch observer first: a job's on_done may end its owner's wait (Embedder::embed returns,
@@ -357,7 +379,7 @@ void Batcher::executor_loop() {
       // ~8 inputs of finished jobs (eight single-text jobs share a task: one hand-over instead of
       // eight; a 32-text job gets its own, its answer's formatting being the task's work), but no
       // more tasks than BatcherOptions::deliver_tasks: past the pool's threads, more tasks only
-      // add hand-overs to the executor's serial time.
+      // add hand-overs to the collector's serial time.
       size_t total = 0, kept = 0;
       for (auto& j : done) {
         if (j->deliver_here) {
@@ -389,7 +411,7 @@ void Batcher::executor_loop() {
     }
     done.clear();  // a finished job must not outlive its answer (it holds the connection)
     r = Running{};  // drop job references before waiting again
-    prof.lap(prof.deliver);
+    prof.lap(4);
     lock.lock();
     idle_cv_.notify_all();
   }

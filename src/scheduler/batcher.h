@@ -6,13 +6,16 @@
 //                    │ current one runs (token budget + max requests; an item that does not fit
 //                    │ is skipped, not a wall: shorter ones behind it still go in)
 //                    ▼
-//                 next batch ─▶ executor thread: EmbeddingEngine::submit … collect → finish →
-//                                job rows; a job whose last input is done gets its on_done callback.
-//                                On the GPU batch i+1 is submitted before batch i is collected
-//                                (engine pipeline_depth() 2), so the device never waits for the host.
+//                 next batch ─▶ submitter thread (executor_): EmbeddingEngine::submit, as soon as
+//                    │            the engine has room (pipeline_depth(): 2 on the GPU, where two
+//                    │            small batches run side by side on the device; 1 on the CPU)
+//                    ▼
+//                 batches in flight ─▶ collector thread: collect (oldest first) → finish → job rows;
+//                                a job whose last input is done gets its on_done callback.
 //
-// Dispatch is immediate when the executor is free (an optional max_wait lets a batch that is
-// not yet full wait for company). Backpressure: submit() refuses a job that would take the
+// Two threads, so that a batch is submitted the moment the engine has room instead of after the
+// batch ahead of it is waited for and delivered. Dispatch is immediate when the engine has room
+// (an optional max_wait lets a batch that is not yet full wait for company). Backpressure: submit() refuses a job that would take the
 // inputs in flight past max_inputs. A cancelled job (client gone) has its queued inputs dropped.
 #pragma once
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <functional>
 #include <memory>
@@ -136,8 +140,17 @@ class Batcher {
     size_t tokens = 0;
     EmbedJob::Clock::time_point oldest;
   };
+  // A batch handed to the engine and not yet collected.
+  struct Running {
+    Batch batch;
+    EmbeddingEngine::RunTicket ticket = 0;
+    EmbedJob::Clock::time_point t0;  // submitted
+    std::string error;               // submit failed
+  };
   void assembler_loop();
-  void executor_loop();
+  void submit_loop();   // the executor_ thread: batches into the engine
+  void collect_loop();  // the collector_ thread: batches out of the engine, rows to their jobs
+  bool room_to_submit_locked() const;  // one more batch may enter the engine now
   bool fill_next_locked();  // moves fitting pending items into next_; true if any moved
   void purge_dropped_locked();  // drops cancelled / abandoned inputs from pending_ and next_
   // Moves a batch's cancelled / abandoned inputs out (their jobs to `done` once complete).
@@ -154,17 +167,22 @@ class Batcher {
   std::function<void(size_t, size_t, double)> on_batch_;
 
   mutable std::mutex mu_;
-  std::condition_variable assembler_cv_, executor_cv_, idle_cv_;
+  std::condition_variable assembler_cv_, executor_cv_, collector_cv_, idle_cv_;
   std::list<Item> pending_;  // oldest first
   size_t pending_tokens_ = 0;  // tokens of pending_
   bool dirty_ = false;        // pending_ grew or next_ was taken: the assembler has work
   Batch next_;
-  // running_inputs_: inputs of the batches submitted to the engine and not yet delivered (≤ 2 batches).
+  // running_inputs_: inputs of the batches submitted to the engine and not yet delivered.
   size_t in_flight_inputs_ = 0, running_inputs_ = 0, batches_ = 0, batch_inputs_ = 0, batch_tokens_total_ = 0;
   bool stopping_ = false;
   bool purge_requested_ = false;   // submit() refused a job: the assembler drops abandoned inputs
-  bool executor_waiting_ = false;  // idle in executor_loop: submit() wakes it instead of the assembler
-  std::thread assembler_, executor_;
+  bool executor_waiting_ = false;  // the submitter waits for inputs: submit() wakes it instead of the assembler
+  // Batches in the engine: submitted and waiting for the collector (oldest first), and being
+  // collected. At most depth_ (the engine's pipeline depth) at once.
+  std::deque<Running> running_;
+  size_t collecting_ = 0, depth_ = 1;
+  bool submitter_done_ = false;  // submit_loop returned (stopping, nothing queued)
+  std::thread assembler_, executor_, collector_;
 };
 
 }  // namespace embedkit

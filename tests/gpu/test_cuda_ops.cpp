@@ -533,7 +533,7 @@ TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
   const BertWeights w = tiny_bert(p, cfg);
   // Batch shapes: short sequences (graph-replayed from the second time a shape is seen), one past
   // the short-sequence attention limit, a single token, and the maximum length.
-  const std::vector<std::vector<int>> shapes = {{5, 17, 3}, {300, 100}, {1}, {40, 40, 9}, {512}};
+  const std::vector<std::vector<int>> shapes = {{5, 17, 3}, {300, 100}, {1}, {40, 40, 9}, {512}, {7, 7}};
   const auto& make = tiny_batch;
   PoolingConfig pc;
   pc.mean = pc.cls = true;  // two pooled modes: [S, 2d] rows
@@ -541,47 +541,60 @@ TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
   setenv("EMBEDKIT_CUDA_GRAPHS", "0", 1);  // the reference: every batch enqueued op by op
   cuda::BertEncoder ref_enc(cfg, w, p, 1024);
   unsetenv("EMBEDKIT_CUDA_GRAPHS");
-  cuda::BertEncoder enc(cfg, w, p, 1024);
-  for (int round = 0; round < 4; ++round) {  // new inputs each round, same shapes: graphs replay
-    std::vector<PackedBatch> batches;
-    std::vector<std::vector<float>> want, got;
-    for (size_t k = 0; k < shapes.size(); ++k) {
-      batches.push_back(make(shapes[k], uint32_t(1000 * round + k)));
-      const size_t S = size_t(batches.back().sequences());
-      want.emplace_back(S * od, NAN);
-      got.emplace_back(S * od, NAN);
-      ref_enc.encode(batches.back(), pc, {}, true, want.back().data());
-    }
-    std::vector<cuda::BertEncoder::Ticket> t(batches.size());
-    auto collect = [&](size_t k) {
-      enc.collect(t[k], got[k].data());
-      EXPECT_GT(enc.last_times().forward, 0.f);  // this batch's own events
-    };
-    if (round % 2 == 0) {  // sliding window: batch k submitted before batch k-1 is collected
-      t[0] = enc.submit(batches[0], pc, {}, true);
-      for (size_t k = 1; k < batches.size(); ++k) {
-        t[k] = enc.submit(batches[k], pc, {}, true);
-        EXPECT_EQ(enc.in_flight(), 2);
-        EXPECT_THROW(enc.submit(batches[0], pc, {}, true), Error);  // a third is refused
-        collect(k - 1);
+  // Every batch in its slot's own workspace, side by side (the default: all are small here), and a
+  // mix: batches padded to over 64 tokens share one workspace and run one after another, among
+  // the small ones that run beside them.
+  cuda::BertEncoder enc_own(cfg, w, p, 1024);
+  setenv("EMBEDKIT_CONCURRENT_TOKENS", "64", 1);
+  cuda::BertEncoder enc_mixed(cfg, w, p, 1024);
+  unsetenv("EMBEDKIT_CONCURRENT_TOKENS");
+  const int K = cuda::BertEncoder::kMaxInFlight;
+  for (cuda::BertEncoder* e : {&enc_own, &enc_mixed}) {
+    cuda::BertEncoder& enc = *e;
+    const char* which = e == &enc_own ? "own workspaces" : "mixed";
+    for (int round = 0; round < 4; ++round) {  // new inputs each round, same shapes: graphs replay
+      std::vector<PackedBatch> batches;
+      std::vector<std::vector<float>> want, got;
+      for (size_t k = 0; k < shapes.size(); ++k) {
+        batches.push_back(make(shapes[k], uint32_t(1000 * round + k)));
+        const size_t S = size_t(batches.back().sequences());
+        want.emplace_back(S * od, NAN);
+        got.emplace_back(S * od, NAN);
+        ref_enc.encode(batches.back(), pc, {}, true, want.back().data());
       }
-      collect(batches.size() - 1);
-    } else {  // pairs, the newer collected first (any order is allowed)
-      for (size_t k = 0; k < batches.size(); k += 2) {
-        t[k] = enc.submit(batches[k], pc, {}, true);
-        if (k + 1 < batches.size()) {
-          t[k + 1] = enc.submit(batches[k + 1], pc, {}, true);
-          collect(k + 1);
+      std::vector<cuda::BertEncoder::Ticket> t(batches.size());
+      auto collect = [&](size_t k) {
+        enc.collect(t[k], got[k].data());
+        EXPECT_GT(enc.last_times().forward, 0.f);  // this batch's own events
+      };
+      if (round % 2 == 0) {  // sliding window: K in flight, the oldest collected first
+        size_t collected = 0;
+        for (size_t k = 0; k < batches.size(); ++k) {
+          t[k] = enc.submit(batches[k], pc, {}, true);
+          EXPECT_EQ(enc.in_flight(), int(std::min<size_t>(k + 1 - collected, size_t(K))));
+          if (k + 1 - collected == size_t(K)) {
+            EXPECT_THROW(enc.submit(batches[0], pc, {}, true), Error);  // one more is refused
+            collect(collected++);
+          }
         }
-        collect(k);
+        while (collected < batches.size()) collect(collected++);
+      } else {  // up to K at once, the newest collected first (any order is allowed)
+        for (size_t k = 0; k < batches.size(); k += size_t(K)) {
+          const size_t end = std::min(batches.size(), k + size_t(K));
+          for (size_t j = k; j < end; ++j) t[j] = enc.submit(batches[j], pc, {}, true);
+          for (size_t j = end; j-- > k;) collect(j);
+        }
       }
-    }
-    EXPECT_EQ(enc.in_flight(), 0);
-    EXPECT_THROW(enc.collect(t[0], got[0].data()), Error);  // not in flight any more
-    for (size_t k = 0; k < batches.size(); ++k) {
-      float max_diff = 0;
-      for (size_t i = 0; i < want[k].size(); ++i) max_diff = std::max(max_diff, std::fabs(got[k][i] - want[k][i]));
-      EXPECT_LT(max_diff, 1e-5f) << name(p) << " round " << round << " batch " << k;
+      EXPECT_EQ(enc.in_flight(), 0);
+      EXPECT_THROW(enc.collect(t[0], got[0].data()), Error);  // not in flight any more
+      for (size_t k = 0; k < batches.size(); ++k) {
+        float max_diff = 0;
+        for (size_t i = 0; i < want[k].size(); ++i) {
+          const float diff = std::fabs(got[k][i] - want[k][i]);
+          max_diff = std::isnan(diff) ? INFINITY : std::max(max_diff, diff);  // a row never written stays NaN
+        }
+        EXPECT_LT(max_diff, 1e-5f) << name(p) << " " << which << " round " << round << " batch " << k;
+      }
     }
   }
 }
