@@ -3,7 +3,10 @@
 // than the same GEMM without it? (Nsight Compute: the GELU epilogue makes it 1.3-1.47x slower than
 // the FFN down-projection of equal FLOPs; docs/benchmarks.md.)
 //
-//   embedkit_lt_search --tokens 65536 --n-in 384 --n-out 1536 [--epilogue gelu_bias|bias] [--reps 10]
+//   embedkit_lt_search --tokens 65536 --n-in 384 --n-out 1536 [--epilogue gelu_bias|bias] [--reps 10] [--graph 1]
+//
+// --graph 1 times the reps as one CUDA graph replay: for small GEMMs (a few µs) the host's launch
+// of each cublasLtMatmul is slower than the kernel, so a plain loop measures the host.
 //
 // Times, on random fp16 operands laid out as lt_linear() lays them out (cuda/kernels.cuh): the
 // heuristic's answers (up to 64), then every algorithm id x tile x stage configuration that
@@ -36,7 +39,7 @@ struct Found {
 };
 
 int main(int argc, char** argv) {
-  int T = 65536, n_in = 384, n_out = 1536, reps = 10;
+  int T = 65536, n_in = 384, n_out = 1536, reps = 10, graph = 0;
   std::string epi_name = "gelu_bias";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -44,6 +47,7 @@ int main(int argc, char** argv) {
     else if (a == "--n-in") n_in = std::atoi(argv[i + 1]);
     else if (a == "--n-out") n_out = std::atoi(argv[i + 1]);
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
+    else if (a == "--graph") graph = std::atoi(argv[i + 1]);
     else if (a == "--epilogue") epi_name = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
@@ -71,7 +75,7 @@ int main(int argc, char** argv) {
   void* ws = nullptr;
   CK(cudaMalloc(&ws, ws_bytes));
   cudaStream_t stream;
-  CK(cudaStreamCreate(&stream));
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cublasLtHandle_t lt;
   CK(cublasLtCreate(&lt));
 
@@ -95,11 +99,37 @@ int main(int argc, char** argv) {
   auto time = [&](const cublasLtMatmulAlgo_t& a) -> float {
     if (cublasLtMatmul(lt, op, &one, W, la, x, lb, &zero, y, lc, y, lc, &a, ws, ws_bytes, stream) != CUBLAS_STATUS_SUCCESS)
       return -1.f;
-    CK(cudaEventRecord(e0, stream));
-    for (int r = 0; r < reps; ++r)
-      if (cublasLtMatmul(lt, op, &one, W, la, x, lb, &zero, y, lc, y, lc, &a, ws, ws_bytes, stream) != CUBLAS_STATUS_SUCCESS)
+    cudaGraphExec_t exec = nullptr;
+    if (graph) {
+      CK(cudaStreamSynchronize(stream));
+      cudaGraph_t g;
+      CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      bool ok = true;
+      for (int r = 0; r < reps && ok; ++r)
+        ok = cublasLtMatmul(lt, op, &one, W, la, x, lb, &zero, y, lc, y, lc, &a, ws, ws_bytes, stream) ==
+             CUBLAS_STATUS_SUCCESS;
+      CK(cudaStreamEndCapture(stream, &g));
+      if (!ok) {
+        cudaGraphDestroy(g);
         return -1.f;
+      }
+      CK(cudaGraphInstantiate(&exec, g, 0));
+      cudaGraphDestroy(g);
+      CK(cudaGraphLaunch(exec, stream));  // warm-up
+    }
+    CK(cudaEventRecord(e0, stream));
+    if (exec) {
+      CK(cudaGraphLaunch(exec, stream));
+    } else {
+      for (int r = 0; r < reps; ++r)
+        if (cublasLtMatmul(lt, op, &one, W, la, x, lb, &zero, y, lc, y, lc, &a, ws, ws_bytes, stream) != CUBLAS_STATUS_SUCCESS)
+          return -1.f;
+    }
     CK(cudaEventRecord(e1, stream));
+    if (exec) {
+      CK(cudaEventSynchronize(e1));
+      cudaGraphExecDestroy(exec);
+    }
     CK(cudaEventSynchronize(e1));
     float ms = 0;
     CK(cudaEventElapsedTime(&ms, e0, e1));

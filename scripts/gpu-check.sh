@@ -283,7 +283,8 @@ PY
             summary+=("serve-wrk round $round $bin [$v]:" "$(grep '^|' "$OUT/servewrk_$tag.log")")
             kill -TERM $spid; wait $spid; echo "server exit code $?"
             # EMBEDKIT_BATCHER_PROFILE=1: the submitter's and collector's time per step, printed at exit
-            grep -hE "batcher (submitter|collector)" "$slog" && summary+=("$(grep -hE 'batcher (submitter|collector)' "$slog" | tr '\n' ' ')")
+            # EMBEDKIT_REQUEST_PROFILE=1: where a request's server time goes, printed at exit
+            grep -hE "batcher (submitter|collector)|request profile" "$slog" && summary+=("$(grep -hE 'batcher (submitter|collector)|request profile' "$slog" | tr '\n' ' ')")
           done
         done
       done

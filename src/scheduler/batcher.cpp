@@ -21,6 +21,7 @@ Batcher::Batcher(EmbeddingEngine& engine, BatcherOptions options, std::function<
                 std::to_string(engine.batch_tokens()) + ")");
   const size_t depth = std::min(engine.pipeline_depth(), EmbeddingEngine::kMaxInFlight);
   depth_ = std::max<size_t>(1, depth);
+  if (const char* e = std::getenv("EMBEDKIT_OVERLAP_MIN_TOKENS"); e && *e) opt_.overlap_min_tokens = size_t(std::atoll(e));
   assembler_ = std::thread([this] { assembler_loop(); });
   collector_ = std::thread([this] { collect_loop(); });
   executor_ = std::thread([this] { submit_loop(); });
@@ -224,11 +225,17 @@ struct StepProfile {
 // Whether the submitter may hand one more batch to the engine now: up to engine_.pipeline_depth()
 // batches are in flight (submitted, not yet collected; 2 on the GPU). Batch i+1 is queued on the
 // device before batch i is collected, so the device goes from one to the next without waiting for
-// the host to finish rows, run callbacks and pack again (and two small ones run side by side).
-// Deeper is not better for a server (measured on the H100, docs/benchmarks.md): with 4 in flight,
-// 256 clients' requests were split into batches of 28 instead of 43 inputs and throughput fell
-// from 234k to 180k requests/s.
-bool Batcher::room_to_submit_locked() const { return running_.size() + collecting_ < depth_; }
+// the host to finish rows, run callbacks and pack again — but only once it holds
+// overlap_min_tokens (or is full: waiting would not grow it). A smaller one waits for the batch
+// ahead and grows meanwhile: sent at once, 64 clients' single texts went as two batches of 15
+// sharing the device instead of one of 29 after the other, 118k instead of 140k requests/s on the
+// H100 (docs/benchmarks.md). Deeper pipelines split the same way: with 4 in flight, 256 clients'
+// requests went in batches of 28 instead of 43 inputs and throughput fell from 234k to 180k/s.
+bool Batcher::room_to_submit_locked() const {
+  const size_t in_flight = running_.size() + collecting_;
+  if (in_flight >= depth_) return false;
+  return in_flight == 0 || next_.tokens >= opt_.overlap_min_tokens || full_locked() || stopping_;
+}
 
 // The submitter: takes the next batch as soon as it may go (ready_locked) and there is room in
 // flight, drops inputs whose client left meanwhile, and submits it to the engine (on the GPU the

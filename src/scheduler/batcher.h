@@ -59,6 +59,12 @@ struct BatcherOptions {
   // +20%, p99 halved; docs/benchmarks.md, "Server on the H100"); a deep queue fills whole budgets.
   size_t split_ways = 0;
   size_t split_min_tokens = 8192;
+  // While a batch is in the engine, the next one is submitted beside it (pipeline_depth() > 1)
+  // only once it holds this many tokens; a smaller one waits for the batch ahead to be collected
+  // and grows meanwhile. Two small batches at once each pay the pass's fixed cost and slow each
+  // other down; one twice the size costs little more than one (EMBEDKIT_OVERLAP_MIN_TOKENS
+  // overrides; 0 = always beside).
+  size_t overlap_min_tokens = 2048;
 };
 
 // Tokens the batch being assembled may take while `waiting` tokens wait (queued or already in

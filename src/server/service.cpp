@@ -7,8 +7,11 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <optional>
 
@@ -77,6 +80,28 @@ struct EmbeddingService::Impl {
   std::string compute_type;
 
   Impl(ServiceOptions o, Metrics& m) : opt(std::move(o)), metrics(m), pool(size_t(std::max(1, opt.tokenization_workers))) {}
+
+  // EMBEDKIT_REQUEST_PROFILE=1: where answered embedding requests spent their time on the server,
+  // summed over requests and printed at exit (measuring; TEI's metrics give queue and inference
+  // only): parsed → queued (tokenizing), queued → first batch submitted, → last batch collected
+  // (submission, device, collection), → formatting starts (rows finished, hand-over to the thread
+  // that formats), → answer handed to the connection.
+  struct RequestProfile {
+    bool on = std::getenv("EMBEDKIT_REQUEST_PROFILE") && std::string(std::getenv("EMBEDKIT_REQUEST_PROFILE")) == "1";
+    std::atomic<int64_t> ns[5] = {}, count{0};
+    void add(int i, Clock::time_point a, Clock::time_point b) {
+      ns[i] += std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+    }
+    ~RequestProfile() {
+      const int64_t n = count.load();
+      if (!on || n == 0) return;
+      std::fprintf(stderr,
+                   "request profile: %lld requests; mean µs: tokenize+queue %.1f, wait for a batch %.1f, in the engine "
+                   "%.1f, rows to formatting %.1f, formatting %.1f\n",
+                   static_cast<long long>(n), ns[0] / 1e3 / double(n), ns[1] / 1e3 / double(n), ns[2] / 1e3 / double(n),
+                   ns[3] / 1e3 / double(n), ns[4] / 1e3 / double(n));
+    }
+  } request_profile;
 
   void count_request(const Ctx& c) {
     if (c->counted && !c->count_recorded) metrics.request_count[c->method]++;
@@ -275,6 +300,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
       // the connection's I/O thread; a bigger one's on the pool (here already when the batcher
       // delivers on the pool, else one hop there).
       auto format = [this, c, spec, j] {
+        const auto t_format = Clock::now();
         c->queue_s = j->first_batch_start > j->enqueued ? secs(j->enqueued, j->first_batch_start) : 0;
         c->inference_s = j->inference_s;
         if (!j->error.empty()) {
@@ -315,6 +341,15 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
             body += ']';
           }
           body += ']';
+        }
+        if (request_profile.on && j->inference_s > 0) {
+          RequestProfile& p = request_profile;
+          p.add(0, c->start, j->enqueued);
+          p.add(1, j->enqueued, j->first_batch_start);
+          p.add(2, j->first_batch_start, j->last_batch_end);
+          p.add(3, j->last_batch_end, t_format);
+          p.add(4, t_format, Clock::now());
+          ++p.count;
         }
         succeed(c, std::move(body));
       };

@@ -73,12 +73,16 @@ def test_prompt_name_matches_sentence_transformers(embedkit_bin, random_bert_dir
 def test_pipelined_batches_match(embedkit_bin, random_bert_dir, texts, tmp_path):
     # The batcher's pipelined executor (batch i+1 submitted before batch i is collected: the GPU
     # default), forced on the CPU with EMBEDKIT_PIPELINE=2, over many small batches with a prompt
-    # that pooling skips: every row where it belongs, equal to the one-batch-at-a-time run.
+    # that pooling skips: every row where it belongs, equal to the one-batch-at-a-time run. Full
+    # batches go beside the one in flight; with EMBEDKIT_OVERLAP_MIN_TOKENS=0 any batch does.
     extra = ("--batch-tokens", "512", "--prompt-name", "query")
     piped = embed(embedkit_bin, random_bert_dir, texts, tmp_path, *extra, env={"EMBEDKIT_PIPELINE": "2"})
+    eager = embed(embedkit_bin, random_bert_dir, texts, tmp_path, *extra,
+                  env={"EMBEDKIT_PIPELINE": "2", "EMBEDKIT_OVERLAP_MIN_TOKENS": "0"})
     serial = embed(embedkit_bin, random_bert_dir, texts, tmp_path, *extra, env={"EMBEDKIT_PIPELINE": "1"})
     compare(piped, np.load(GOLDEN / "random-bert-cls.query.npy"), texts)
     assert np.array_equal(piped, serial)
+    assert np.array_equal(eager, serial)
 
 
 def test_text_alone_equals_text_in_batch(embedkit_bin, minilm_dir, texts, tmp_path):
