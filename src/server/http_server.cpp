@@ -170,6 +170,7 @@ class Loop {
  private:
   void accept_connections();
   void sweep();
+  void run_tasks(std::vector<std::function<void()>>& tasks);  // what other threads posted, in order
 
   int epfd_ = -1, evfd_ = -1, listen_fd_ = -1;
   char listen_tag_ = 0;  // epoll data for the listener (eventfd: nullptr; connections: themselves)
@@ -324,6 +325,15 @@ void Loop::sweep() {
   for (Connection* c : all) c->sweep(now);
 }
 
+void Loop::run_tasks(std::vector<std::function<void()>>& tasks) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    tasks.swap(tasks_);
+  }
+  for (auto& t : tasks) t();
+  tasks.clear();
+}
+
 void Loop::run() {
   current = this;
   epoll_event events[kMaxEvents];
@@ -338,6 +348,9 @@ void Loop::run() {
     }
     const int n = epoll_wait(epfd_, events, kMaxEvents, pending ? 0 : kSweepMs);
     sleeping_.store(false);
+    // Answers first: a posted task is mostly a finished request being formatted and written, and
+    // its client sends nothing more until it has it; new requests read below only join the queue.
+    run_tasks(tasks);
     for (int i = 0; i < n; ++i) {
       void* p = events[i].data.ptr;
       if (p == nullptr) {
@@ -350,12 +363,7 @@ void Loop::run() {
         static_cast<Connection*>(p)->on_event(events[i].events);
       }
     }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      tasks.swap(tasks_);
-    }
-    for (auto& t : tasks) t();
-    tasks.clear();
+    run_tasks(tasks);  // those posted while the events ran
     if (const auto now = Clock::now(); now >= next_sweep) {
       sweep();
       next_sweep = now + std::chrono::milliseconds(kSweepMs);
