@@ -5,7 +5,8 @@
 //   encode(text, prompt, truncate, side)  → Encoding           thread-safe (any worker thread)
 //   run(seqs[n])                           → pooled [n, full_dim] after Dense, not normalized
 //   submit(seqs[n]) … collect(ticket)      → the same, pipelined: up to pipeline_depth() batches
-//                                            in flight (GPU: batch i+1 queued behind batch i)
+//                                            in flight (GPU: batch i+1 queued before batch i is
+//                                            collected; small ones run beside each other)
 //   finish(row, normalize, dims)           → what the user gets (normalize, Matryoshka truncation)
 //
 // One thread may submit() while another collect()s (the batcher's submitter and collector);

@@ -294,6 +294,7 @@ void Batcher::submit_loop() {
       r.error = std::string("inference failed: ") + e.what();
     }
     prof.lap(1);
+    ++prof.batches;
     lock.lock();
     running_.push_back(std::move(r));
     collector_cv_.notify_one();

@@ -15,8 +15,9 @@
 //
 // Two threads, so that a batch is submitted the moment the engine has room instead of after the
 // batch ahead of it is waited for and delivered. Dispatch is immediate when the engine has room
-// (an optional max_wait lets a batch that is not yet full wait for company). Backpressure: submit() refuses a job that would take the
-// inputs in flight past max_inputs. A cancelled job (client gone) has its queued inputs dropped.
+// (an optional max_wait lets a batch that is not yet full wait for company). Backpressure:
+// submit() refuses a job that would take the inputs in flight past max_inputs. A cancelled job
+// (client gone) has its queued inputs dropped.
 #pragma once
 #include <algorithm>
 #include <atomic>

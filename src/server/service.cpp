@@ -300,7 +300,7 @@ void EmbeddingService::Impl::embed(const Ctx& c, EmbedSpec&& spec_in) {
       // the connection's I/O thread; a bigger one's on the pool (here already when the batcher
       // delivers on the pool, else one hop there).
       auto format = [this, c, spec, j] {
-        const auto t_format = Clock::now();
+        const auto t_format = request_profile.on ? Clock::now() : Clock::time_point{};
         c->queue_s = j->first_batch_start > j->enqueued ? secs(j->enqueued, j->first_batch_start) : 0;
         c->inference_s = j->inference_s;
         if (!j->error.empty()) {
