@@ -9,6 +9,8 @@
 #                                bash scripts/gpu-check.sh checks pipeline
 #   server under load, wrk (~2 min a round): bash scripts/gpu-check.sh serve-wrk   (SERVE_ROUNDS, SERVE_BIN, SERVE_VARIANTS…)
 #   small batches side by side on the device (~1 min): bash scripts/gpu-check.sh small-batches
+#   one small batch's device pass, PDL and zero-copy on/off (~1 min): bash scripts/gpu-check.sh small-pass
+#   each kernel of a small batch's pass timed by ncu (~1 min): bash scripts/gpu-check.sh kernel-times
 # Prints a short summary last; full logs go to $OUT.
 set -uo pipefail
 source "$(dirname "$0")/device-env.sh"
@@ -19,7 +21,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 M=/tmp/ek-models
 mkdir -p $M
 case " $stages " in
-  *" checks "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" serve-wrk "*|*" torch-"*|*" ab "*)
+  *" checks "*|*" small-pass "*|*" small-batches "*|*" kernel-times "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" serve-wrk "*|*" torch-"*|*" ab "*)
     [ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm ;;
 esac
 # Random-initialised Qwen3 models (tools/make_random_qwen3.py, numpy, seed 0) with Qwen3's real
@@ -162,6 +164,49 @@ for l in sys.stdin:
         done
       done | tee "$OUT/small_batches.txt"
       while read -r line; do summary+=("$line"); done < "$OUT/small_batches.txt"
+      ;;
+    small-pass)
+      # Device time of one small batch's pass (the short workload in batches of at most
+      # ${PASS_BUDGETS:-256,512,2048} tokens, CUDA graphs, one batch in flight, then two), for each
+      # of PASS_VARIANTS (';'-separated environment settings, e.g. "EMBEDKIT_PDL=0;"; an empty one
+      # is the default), interleaved, PASS_ROUNDS times (2). Prints µs per batch.
+      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['short']; g.write_ids('/tmp/ids_p_short.bin', g.make_ids(n, lo, hi, 1))"
+      IFS=';' read -ra pvariants <<< "${PASS_VARIANTS:- ;EMBEDKIT_PDL=0;EMBEDKIT_ZERO_COPY=0;EMBEDKIT_PDL=0 EMBEDKIT_ZERO_COPY=0}"
+      for round in $(seq ${PASS_ROUNDS:-2}); do
+        for v in "${pvariants[@]}"; do
+          for pipe in 1 2; do
+            env $v $D/bin/embedkit_gpu_bench --model $M/minilm --ids /tmp/ids_p_short.bin --budgets ${PASS_BUDGETS:-256,512,2048} \
+              --reps ${PASS_REPS:-3} --pipeline $pipe 2>&1 | grep '^{' | python3 -c '
+import json,sys
+v=sys.argv[1]; rs=[json.loads(l) for l in sys.stdin]
+print("small-pass [%s] pipe %d: " % (v.strip() or "default", rs[0]["pipeline"]) + "  ".join("%d tok %.1f us/batch" % (r["budget"], r["seconds"]*1e6/r["batches"]) for r in rs))' "$v" | tee -a "$OUT/small_pass.log"
+          done
+        done
+      done
+      summary+=("$(cat "$OUT/small_pass.log")")
+      ;;
+    kernel-times)
+      # Each kernel of a small batch's pass, timed alone by Nsight Compute (gpu__time_duration; ncu
+      # runs kernels one at a time with cold caches, so these are upper bounds: the graph replay of
+      # the same pass takes less than their sum). Short workload, batches of ${KT_BUDGET:-512} tokens,
+      # no CUDA graphs (ncu profiles kernels, not graph nodes); 92 launches after 2,000 warm-up ones.
+      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['short']; g.write_ids('/tmp/ids_p_short.bin', g.make_ids(n, lo, hi, 1))"
+      EMBEDKIT_CUDA_GRAPHS=0 timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip 2000 \
+        --launch-count 92 $D/bin/embedkit_gpu_bench --model $M/minilm --ids /tmp/ids_p_short.bin --budgets ${KT_BUDGET:-512} \
+        --reps 1 --pipeline 1 > "$OUT/kernel_times.csv" 2> "$OUT/kernel_times.err"
+      python3 - "$OUT/kernel_times.csv" <<'PY' | tee "$OUT/kernel_times.log"
+import collections, csv, sys
+hdr, agg = None, collections.OrderedDict()
+for r in csv.reader(open(sys.argv[1])):
+    if "Kernel Name" in r: hdr = r; continue
+    if not hdr or len(r) != len(hdr): continue
+    d = dict(zip(hdr, r)); v = float(d["Metric Value"].replace(",", ""))
+    us = v / 1e3 if d["Metric Unit"] in ("ns", "nsecond") else v * 1e3 if d["Metric Unit"] in ("ms", "msecond") else v
+    a = agg.setdefault(d["Kernel Name"][:80], [0, 0.0]); a[0] += 1; a[1] += us
+print("kernel-times: %d launches, %.1f us in all" % (sum(a[0] for a in agg.values()), sum(a[1] for a in agg.values())))
+for n, a in agg.items(): print("  %3d x %6.2f us  %s" % (a[0], a[1] / a[0], n))
+PY
+      summary+=("$(cat "$OUT/kernel_times.log")")
       ;;
     serve)
       # Server vs offline on the same texts (issue 4): offline `embedkit embed --device cuda`, then

@@ -140,6 +140,7 @@ __global__ void __launch_bounds__(256, MIN_CTAS)
                            const int2* __restrict__ tiles, int H, int kv_heads, int heads_per_cta, float scale_log2,
                            T* __restrict__ out) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  wait_prior_grid();  // may be launched with PDL (kernels.cuh)
   static_assert(DH == 32 || DH == 64, "head dim");
   static_assert(KB == 64, "key tile");
   static_assert(STAGES >= 3, "tile g+1 lands while tile g is read");
@@ -429,7 +430,7 @@ void launch_shape(const T* qkv, const int* cu, const int2* tiles, int n_tiles, i
     configured = true;
   }
   const int hpc = heads_per_cta(H);
-  kernel<<<dim3(n_tiles, H / hpc), 256, smem, stream>>>(qkv, cu, tiles, H, KV, hpc, scale_log2, out);
+  launch_kernel(kernel, dim3(n_tiles, H / hpc), dim3(256), smem, stream, qkv, cu, tiles, H, KV, hpc, scale_log2, out);
 }
 template <typename T, int DH, size_t... I>
 void launch_dh(int shape, std::index_sequence<I...>, const T* qkv, const int* cu, const int2* tiles, int n_tiles,

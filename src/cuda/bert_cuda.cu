@@ -308,6 +308,14 @@ struct BertEncoder::Impl {
   };
   std::vector<FoldW> fold;
   bool fold_sums = true;  // statistics from the residual GEMMs' row sums (EMBEDKIT_LN_FOLD_SUMS=0: stats passes)
+  // Small batches (up to kGraphMaxTokens tokens: launch-bound, ~46 kernels of a few µs) run with
+  //  - pdl: our kernels launched with programmatic dependent launch (kernels.cuh), so each is
+  //    scheduled while the GEMM before it drains (compute capability 9.0+; EMBEDKIT_PDL=0: off);
+  //  - zero_copy: no copy nodes — the embeddings kernel reads the inputs from the slot's mapped
+  //    staging and moves the rest to the device, the pooling kernel writes the rows straight into
+  //    the slot's mapped output (EMBEDKIT_ZERO_COPY=0: cudaMemcpyAsync both ways).
+  // Bigger batches keep plain launches and copies: their kernels are long, the gaps small.
+  bool pdl = false, zero_copy = true;
 
   struct LayerW {
     void *w_qkv, *b_qkv, *w_o, *b_o, *ln1_g, *ln1_b, *w_i, *b_i, *w_o2, *b_o2, *ln2_g, *ln2_b;
@@ -357,10 +365,12 @@ struct BertEncoder::Impl {
     Workspace* ws = nullptr;    // the batch in flight's: &own or &shared
     void* lt_ws = nullptr;      // cuBLASLt scratch, used on `stream` only
     Ticket ticket = 0;
-    int* h_ints = nullptr;  // pinned staging of d_ints' layout
+    int* h_ints = nullptr;  // pinned, mapped staging of d_ints' layout
     size_t ints_capacity = 0;
-    float* h_pooled = nullptr;  // pinned [S, out_dim], the D2H copy's target
+    float* h_pooled = nullptr;  // pinned, mapped [S, out_dim], the D2H copy's target
     size_t pooled_capacity = 0;
+    int* h_ints_dev = nullptr;       // the same two buffers as device pointers (zero-copy staging)
+    float* h_pooled_dev = nullptr;
     // Phase events: 0 before H2D, 1 after H2D, 2 after the forward, 3 after pooling, 4 after D2H
     // (a graph replay records only 0 and 4). collect() waits on ev[4].
     cudaEvent_t ev[5] = {};
@@ -540,12 +550,14 @@ struct BertEncoder::Impl {
     if (ints > s.ints_capacity) {
       if (s.h_ints) cudaFreeHost(s.h_ints);
       s.ints_capacity = std::max(ints, s.ints_capacity * 2);
-      EK_CUDA(cudaMallocHost(&s.h_ints, s.ints_capacity * sizeof(int)));
+      EK_CUDA(cudaHostAlloc(&s.h_ints, s.ints_capacity * sizeof(int), cudaHostAllocMapped));
+      EK_CUDA(cudaHostGetDevicePointer(reinterpret_cast<void**>(&s.h_ints_dev), s.h_ints, 0));
     }
     if (pooled_floats > s.pooled_capacity) {
       if (s.h_pooled) cudaFreeHost(s.h_pooled);
       s.pooled_capacity = std::max(pooled_floats, s.pooled_capacity * 2);
-      EK_CUDA(cudaMallocHost(&s.h_pooled, s.pooled_capacity * sizeof(float)));
+      EK_CUDA(cudaHostAlloc(&s.h_pooled, s.pooled_capacity * sizeof(float), cudaHostAllocMapped));
+      EK_CUDA(cudaHostGetDevicePointer(reinterpret_cast<void**>(&s.h_pooled_dev), s.h_pooled, 0));
     }
   }
 
@@ -572,9 +584,12 @@ struct BertEncoder::Impl {
     Workspace& w = *s.ws;
     int* const d_ints = w.d_ints;
     void *const qkv = w.qkv, *const ctx = w.ctx, *const tmp = w.tmp, *const inter = w.inter;
+    const bool small = Tn <= kGraphMaxTokens, zc = zero_copy && small;
+    const PdlScope pdl_scope(pdl && small);
     if (timed) EK_CUDA(cudaEventRecord(s.ev[0], stream));
-    EK_CUDA(cudaMemcpyAsync(d_ints, s.h_ints, off.n_ints * sizeof(int), cudaMemcpyHostToDevice, stream));
+    if (!zc) EK_CUDA(cudaMemcpyAsync(d_ints, s.h_ints, off.n_ints * sizeof(int), cudaMemcpyHostToDevice, stream));
     if (timed) EK_CUDA(cudaEventRecord(s.ev[1], stream));
+    const int* const in_ints = zc ? s.h_ints_dev : d_ints;  // where the embeddings kernel reads ids, types, positions
 
     T* hid = static_cast<T*>(w.hidden);
     cur = &s;
@@ -582,10 +597,11 @@ struct BertEncoder::Impl {
     mark(nullptr);
     const float eps = float(cfg.layer_norm_eps);
     const bool folded = std::is_same_v<T, __half> && fold_batch(Tn);
-    launch_embed_layernorm<T>(d_ints + off.ids, d_ints + off.types, d_ints + off.pos, static_cast<const T*>(word),
+    launch_embed_layernorm<T>(in_ints + off.ids, in_ints + off.types, in_ints + off.pos, static_cast<const T*>(word),
                               static_cast<const T*>(pos), static_cast<const T*>(type), static_cast<const T*>(emb_g),
                               static_cast<const T*>(emb_b), Tn, d, int(cfg.position_offset), eps, hid, stream,
-                              ln_pairs, folded ? w.row_stats : nullptr, folded ? w.row_stats + w.capacity : nullptr);
+                              ln_pairs, folded ? w.row_stats : nullptr, folded ? w.row_stats + w.capacity : nullptr,
+                              zc ? s.h_ints_dev + off.cu : nullptr, d_ints + off.cu, int(off.n_ints - off.cu));
     mark(&PhaseTimes::embed);
     PoolNorm<T> final_norm;  // the last LayerNorm, when pooling applies it (folded path)
     if constexpr (std::is_same_v<T, __half>) {
@@ -628,11 +644,12 @@ struct BertEncoder::Impl {
     if (timed) EK_CUDA(cudaEventRecord(s.ev[2], stream));
     PoolModes pm{pc.cls, pc.max, pc.mean, pc.mean_sqrt_len, pc.weighted_mean, pc.last_token};
     launch_pool<T>(hid, d_ints + off.cu, skip.empty() ? nullptr : d_ints + off.skip, S, d, pm, normalize, w.d_pooled,
-                   out_dim, stream, final_norm);
+                   out_dim, stream, final_norm, zc ? s.h_pooled_dev : nullptr);
     EK_CUDA(cudaGetLastError());
     if (timed) EK_CUDA(cudaEventRecord(s.ev[3], stream));
-    EK_CUDA(cudaMemcpyAsync(s.h_pooled, w.d_pooled, size_t(S) * size_t(out_dim) * sizeof(float), cudaMemcpyDeviceToHost,
-                            stream));
+    if (!zc)
+      EK_CUDA(cudaMemcpyAsync(s.h_pooled, w.d_pooled, size_t(S) * size_t(out_dim) * sizeof(float),
+                              cudaMemcpyDeviceToHost, stream));
     if (timed) EK_CUDA(cudaEventRecord(s.ev[4], stream));
   }
 
@@ -915,6 +932,10 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
     m.ln_fold = std::min(fold_mode, 2);
   const char* sums_env = std::getenv("EMBEDKIT_LN_FOLD_SUMS");
   m.fold_sums = !(sums_env && std::string(sums_env) == "0");
+  const char* pdl_env = std::getenv("EMBEDKIT_PDL");
+  m.pdl = prop.major >= 9 && !(pdl_env && std::string(pdl_env) == "0");
+  const char* zc_env = std::getenv("EMBEDKIT_ZERO_COPY");
+  m.zero_copy = !(zc_env && std::string(zc_env) == "0");
   if (p == Precision::F16) m.load<__half>(w);
   else m.load<__nv_bfloat16>(w);
   // Workspaces up front (growing one later waits for every batch in flight): the shared one for

@@ -12,6 +12,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "util/error.h"
 
@@ -31,6 +32,54 @@
   } while (0)
 
 namespace embedkit::cuda {
+
+// ------------------------------------------------------------------ programmatic dependent launch
+// Hopper's programmatic dependent launch (PDL; CUDA programming guide, "Programmatic Dependent
+// Launch and Synchronization"): a kernel launched with the programmatic-stream-serialization
+// attribute may be scheduled while the kernel before it in the stream is still draining, instead
+// of after that kernel's completion has gone through the front end. Such a kernel must execute
+// griddepcontrol.wait before it reads (or overwrites) anything the kernel before it touches: the
+// wait returns once that grid has completed and its writes are visible. Every kernel below that
+// may be launched this way waits first thing; launched normally, the wait is a no-op, so each
+// kernel is correct either way. A small batch's pass is ~46 dependent kernels of a few µs each
+// (docs/benchmarks.md), where these gaps are a large share.
+__device__ __forceinline__ void wait_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Whether launch_kernel() on this thread adds the PDL attribute. The BERT encoder sets it (PdlScope)
+// around the enqueue or graph capture of a small batch; everything else launches normally.
+inline thread_local bool tl_pdl_launch = false;
+struct PdlScope {
+  bool prev;
+  explicit PdlScope(bool on) : prev(tl_pdl_launch) { tl_pdl_launch = on; }
+  ~PdlScope() { tl_pdl_launch = prev; }
+  PdlScope(const PdlScope&) = delete;
+  PdlScope& operator=(const PdlScope&) = delete;
+};
+
+// kernel<<<grid, block, smem, stream>>>(args…), with the PDL attribute when tl_pdl_launch is set.
+template <typename... KArgs, typename... Args>
+void launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  if (!tl_pdl_launch) {
+    kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+    return;
+  }
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  EK_CUDA(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
 
 // ------------------------------------------------------------------ GEMM (cuBLASLt)
 // Row-major y[T, n_out] = x[T, n_in] · W[n_out, n_in]ᵀ (+ bias[n_out], epilogue), in cuBLASLt's
@@ -291,13 +340,26 @@ __device__ __forceinline__ void store_normalized(const float2 (&v)[kMaxChunks][k
 }
 
 // ------------------------------------------------------------------ embeddings + LayerNorm
+// The embeddings kernel also moves a small batch's integer inputs to the device (zero-copy staging,
+// bert_cuda.cu): ids, types and positions are read straight from the slot's pinned, mapped staging
+// buffer, and the ints the later kernels read (cu_seqlens, pooling skips, attention tiles; n_stage
+// of them) are copied from there to the workspace here — one kernel instead of a copy node and a
+// kernel in the graph. stage_src null: nothing to copy (the inputs came by cudaMemcpyAsync).
+__device__ __forceinline__ void copy_stage(const int* __restrict__ src, int* __restrict__ dst, int n) {
+  if (!src) return;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) dst[i] = src[i];
+}
+
 // One warp per token: hidden[t] = LN(word[id] + pos[p] + type[tt]).
 template <typename T>
 __global__ void embed_layernorm_kernel(const int* __restrict__ ids, const int* __restrict__ types,
                                        const int* __restrict__ pos, const T* __restrict__ word,
                                        const T* __restrict__ pos_emb, const T* __restrict__ type_emb,
                                        const T* __restrict__ g, const T* __restrict__ b, int T_, int d, int pos_off,
-                                       float eps, T* __restrict__ out) {
+                                       float eps, T* __restrict__ out, const int* __restrict__ stage_src,
+                                       int* __restrict__ stage_dst, int n_stage) {
+  wait_prior_grid();
+  copy_stage(stage_src, stage_dst, n_stage);
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (t >= T_) return;
   const T* w = word + size_t(ids[t]) * d;
@@ -340,7 +402,10 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
                                            const T* __restrict__ pos_emb, const T* __restrict__ type_emb,
                                            const T* __restrict__ g, const T* __restrict__ b, int T_, int d,
                                            int pos_off, float eps, T* __restrict__ out, float* __restrict__ raw_r,
-                                           float* __restrict__ raw_n) {
+                                           float* __restrict__ raw_n, const int* __restrict__ stage_src,
+                                           int* __restrict__ stage_dst, int n_stage) {
+  wait_prior_grid();
+  copy_stage(stage_src, stage_dst, n_stage);
   using P = Pair<T>;
   using C = PairChunk<typename P::type, kPairs>;
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -392,21 +457,23 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
 template <typename T>
 void launch_embed_layernorm(const int* ids, const int* types, const int* pos, const T* word, const T* pos_emb,
                             const T* type_emb, const T* g, const T* b, int T_, int d, int pos_off, float eps, T* out,
-                            cudaStream_t stream, int pairs = -1, float* raw_r = nullptr, float* raw_n = nullptr) {
+                            cudaStream_t stream, int pairs = -1, float* raw_r = nullptr, float* raw_n = nullptr,
+                            const int* stage_src = nullptr, int* stage_dst = nullptr, int n_stage = 0) {
   const int warps = 8;
   const dim3 grid((T_ + warps - 1) / warps), block(32 * warps);
   if (pairs < 0) pairs = d % 256 == 0 ? 4 : d % 128 == 0 ? 2 : d % 64 == 0 ? 1 : 0;
   EK_CHECK((pairs == 0 || pairs == 1 || pairs == 2 || pairs == 4) && (pairs == 0 || d % (64 * pairs) == 0),
            "embeddings: " + std::to_string(pairs) + " element pairs per load do not divide d = " + std::to_string(d));
   EK_CHECK(!raw_r || pairs > 0, "embeddings: the raw sum needs d % 64 == 0, found d = " + std::to_string(d));
-#define EK_EMB_LN(KERNEL) \
-  KERNEL<<<grid, block, 0, stream>>>(ids, types, pos, word, pos_emb, type_emb, g, b, T_, d, pos_off, eps, out, raw_r, \
-                                     raw_n)
+#define EK_EMB_LN(KERNEL)                                                                                    \
+  launch_kernel(KERNEL, grid, block, 0, stream, ids, types, pos, word, pos_emb, type_emb, g, b, T_, d, pos_off, eps, \
+                out, raw_r, raw_n, stage_src, stage_dst, n_stage)
   if (pairs == 4) EK_EMB_LN((embed_layernorm_vec_kernel<T, 4>));
   else if (pairs == 2) EK_EMB_LN((embed_layernorm_vec_kernel<T, 2>));
   else if (pairs == 1) EK_EMB_LN((embed_layernorm_vec_kernel<T, 1>));
-  else embed_layernorm_kernel<T><<<grid, block, 0, stream>>>(ids, types, pos, word, pos_emb, type_emb, g, b, T_, d,
-                                                             pos_off, eps, out);
+  else
+    launch_kernel(embed_layernorm_kernel<T>, grid, block, 0, stream, ids, types, pos, word, pos_emb, type_emb, g, b, T_,
+                  d, pos_off, eps, out, stage_src, stage_dst, n_stage);
 #undef EK_EMB_LN
 }
 
@@ -479,6 +546,7 @@ inline void launch_layernorm_stats_from_sums(const float* sum, const float* sum_
 template <typename T>
 __global__ void add_layernorm_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
                                      const T* __restrict__ b, int T_, int d, float eps) {
+  wait_prior_grid();
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (t >= T_) return;
   const T* xr = x ? x + size_t(t) * d : nullptr;
@@ -512,6 +580,7 @@ __global__ void add_layernorm_kernel(const T* __restrict__ x, T* __restrict__ hi
 template <typename T, bool kAdd, int kPairs>
 __global__ void add_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict__ hidden, const T* __restrict__ g,
                                          const T* __restrict__ b, int T_, int d, float eps) {
+  wait_prior_grid();
   using P = Pair<T>;
   using C = PairChunk<typename P::type, kPairs>;
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -553,13 +622,13 @@ void launch_add_layernorm(const T* x, T* hidden, const T* g, const T* b, int T_,
   if (pairs < 0) pairs = d % 256 == 0 ? 4 : d % 128 == 0 ? 2 : d % 64 == 0 ? 1 : 0;
   EK_CHECK((pairs == 0 || pairs == 1 || pairs == 2 || pairs == 4) && (pairs == 0 || d % (64 * pairs) == 0),
            "LayerNorm: " + std::to_string(pairs) + " element pairs per load do not divide d = " + std::to_string(d));
-#define EK_ADD_LN(PAIRS)                                                                                    \
-  (x ? add_layernorm_vec_kernel<T, true, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps)   \
-     : add_layernorm_vec_kernel<T, false, PAIRS><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps))
+#define EK_ADD_LN(PAIRS)                                                                                 \
+  launch_kernel(x ? add_layernorm_vec_kernel<T, true, PAIRS> : add_layernorm_vec_kernel<T, false, PAIRS>, grid, \
+                block, 0, stream, x, hidden, g, b, T_, d, eps)
   if (pairs == 4) EK_ADD_LN(4);
   else if (pairs == 2) EK_ADD_LN(2);
   else if (pairs == 1) EK_ADD_LN(1);
-  else add_layernorm_kernel<T><<<grid, block, 0, stream>>>(x, hidden, g, b, T_, d, eps);
+  else launch_kernel(add_layernorm_kernel<T>, grid, block, 0, stream, x, hidden, g, b, T_, d, eps);
 #undef EK_ADD_LN
 }
 
@@ -712,6 +781,7 @@ __global__ void __launch_bounds__(S::WARPS * 32, S::MIN_CTAS) flash_attention_ke
                                                                         const int2* __restrict__ tiles, int H,
                                                                         int kv_heads, float scale_log2, int causal,
                                                                         T* __restrict__ out) {
+  wait_prior_grid();
   constexpr int DH = S::DH, MT = S::MT, KB = S::KB, STAGES = S::STAGES, ld = S::ld;
   constexpr int WR = MT * 16, QR = S::rows, kThreads = S::WARPS * 32, kVec = 8, kVecPerRow = DH / kVec;
   static_assert(STAGES >= 2 && KB % 16 == 0 && DH % 16 == 0, "flash shape");
@@ -994,8 +1064,8 @@ void launch_flash(const T* qkv, const int* cu, const int2* tiles, int n_tiles, i
     EK_CUDA(cudaFuncSetAttribute(flash_attention_kernel<T, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  flash_attention_kernel<T, S><<<dim3(n_tiles, H), S::WARPS * 32, smem, stream>>>(qkv, cu, tiles, H, KV, scale_log2,
-                                                                                 causal ? 1 : 0, out);
+  launch_kernel(flash_attention_kernel<T, S>, dim3(n_tiles, H), dim3(S::WARPS * 32), smem, stream, qkv, cu, tiles, H,
+                KV, scale_log2, causal ? 1 : 0, out);
 }
 
 // Batches whose longest sequence is at most kShortSeqMax tokens use one warp (16 query rows)
@@ -1070,7 +1140,8 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const T* __restrict_
                                                             const int* __restrict__ cu_seqlens,
                                                             const int* __restrict__ skip, int d, PoolModes m,
                                                             int normalize, float* __restrict__ out, int out_dim,
-                                                            PoolNorm<T> ln) {
+                                                            PoolNorm<T> ln, float* __restrict__ mirror) {
+  wait_prior_grid();
   __shared__ float part[kPoolThreads * VEC];  // [G][Cb·VEC] partials of one mode
   const int s = blockIdx.x;
   const int t0 = cu_seqlens[s], t1 = cu_seqlens[s + 1];
@@ -1159,34 +1230,43 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const T* __restrict_
       }
     }
   }
-  if (!normalize) return;
-  __syncthreads();
-  __shared__ float partial[32];
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < out_dim; i += blockDim.x) ss += o[i] * o[i];
-  ss = warp_sum(ss);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) partial[0] = v;
+  if (normalize) {
+    __syncthreads();
+    __shared__ float partial[32];
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < out_dim; i += blockDim.x) ss += o[i] * o[i];
+    ss = warp_sum(ss);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
+      v = warp_sum(v);
+      if (threadIdx.x == 0) partial[0] = v;
+    }
+    __syncthreads();
+    const float inv = 1.f / fmaxf(sqrtf(partial[0]), 1e-12f);
+    for (int i = threadIdx.x; i < out_dim; i += blockDim.x) o[i] *= inv;
   }
-  __syncthreads();
-  const float inv = 1.f / fmaxf(sqrtf(partial[0]), 1e-12f);
-  for (int i = threadIdx.x; i < out_dim; i += blockDim.x) o[i] *= inv;
+  // Zero-copy: the finished row also goes straight to the caller's pinned, mapped host buffer
+  // (read back from L1/L2, written across PCIe), so the pass needs no device-to-host copy node.
+  if (mirror) {
+    __syncthreads();
+    float* h = mirror + size_t(s) * out_dim;
+    for (int i = threadIdx.x; i < out_dim; i += blockDim.x) h[i] = o[i];
+  }
 }
 
 // hidden [tokens, d] → out [S, out_dim] (out_dim = d × the modes on); the 16-byte form when d % 8 == 0.
 // With ln.r set, each row is LayerNormed as it is read (PoolNorm).
 template <typename T>
 void launch_pool(const T* hidden, const int* cu_seqlens, const int* skip, int S, int d, PoolModes m, bool normalize,
-                 float* out, int out_dim, cudaStream_t stream, PoolNorm<T> ln = {}) {
+                 float* out, int out_dim, cudaStream_t stream, PoolNorm<T> ln = {}, float* mirror = nullptr) {
   if (S == 0) return;
   const bool vec = d % 8 == 0;
   auto kernel = ln.r ? (vec ? pool_kernel<T, 8, true> : pool_kernel<T, 1, true>)
                      : (vec ? pool_kernel<T, 8, false> : pool_kernel<T, 1, false>);
-  kernel<<<S, kPoolThreads, 0, stream>>>(hidden, cu_seqlens, skip, d, m, normalize, out, out_dim, ln);
+  launch_kernel(kernel, dim3(S), dim3(kPoolThreads), 0, stream, hidden, cu_seqlens, skip, d, m, int(normalize), out,
+                out_dim, ln, mirror);
 }
 
 }  // namespace embedkit::cuda

@@ -488,8 +488,9 @@ TEST_P(CudaOps, Qwen3LastTokenNormPool) {
 }
 
 // The pipelined encoder (submit / collect, two batches in flight, CUDA-graph replays from both
-// staging slots) gives each batch the rows the synchronous, graph-free encoder gives it alone:
-// inputs staged per slot are never overwritten before their copy, rows never mixed up.
+// staging slots, PDL launches, zero-copy staging) gives each batch the rows the synchronous,
+// graph-free encoder with plain launches and copies gives it alone: inputs staged per slot are
+// never overwritten before they are read, rows never mixed up.
 // A 2-layer BERT (d 64, 2 heads, I 128) with random weights at precision p, and packed batches
 // of random ids with the given sequence lengths.
 constexpr size_t kTinyD = 64, kTinyI = 128;
@@ -538,9 +539,16 @@ TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
   PoolingConfig pc;
   pc.mean = pc.cls = true;  // two pooled modes: [S, 2d] rows
   const size_t od = 2 * kTinyD;
-  setenv("EMBEDKIT_CUDA_GRAPHS", "0", 1);  // the reference: every batch enqueued op by op
+  // The reference: every batch enqueued op by op, with plain launches (no programmatic dependent
+  // launch) and its inputs and rows moved by cudaMemcpyAsync (no zero-copy staging); the encoders
+  // under test use both on these small batches, in graphs and out of them.
+  setenv("EMBEDKIT_CUDA_GRAPHS", "0", 1);
+  setenv("EMBEDKIT_PDL", "0", 1);
+  setenv("EMBEDKIT_ZERO_COPY", "0", 1);
   cuda::BertEncoder ref_enc(cfg, w, p, 1024);
   unsetenv("EMBEDKIT_CUDA_GRAPHS");
+  unsetenv("EMBEDKIT_PDL");
+  unsetenv("EMBEDKIT_ZERO_COPY");
   // Every batch in its slot's own workspace, side by side (the default: all are small here), and a
   // mix: batches padded to over 64 tokens share one workspace and run one after another, among
   // the small ones that run beside them.
