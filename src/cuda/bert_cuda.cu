@@ -901,19 +901,19 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
     for (auto& e : s.ev) EK_CUDA(cudaEventCreate(&e));
   }
   if (const char* ct = std::getenv("EMBEDKIT_CONCURRENT_TOKENS"); ct && *ct) m.lane_tokens = size_t(std::atoll(ct));
-  const char* prof = std::getenv("EMBEDKIT_PROFILE_OPS");
-  m.profile_ops = prof && std::string(prof) == "1";
-  const char* graphs = std::getenv("EMBEDKIT_CUDA_GRAPHS");
-  m.graphs_enabled = !(graphs && std::string(graphs) == "0");
-  const char* buckets = std::getenv("EMBEDKIT_GRAPH_BUCKETS");
-  m.graph_buckets = !(buckets && std::string(buckets) == "0");
-  const char* fuse = std::getenv("EMBEDKIT_FUSE_RESIDUAL");
-  m.fuse_residual = !(fuse && std::string(fuse) == "0");
+  // Measuring switches: NAME=1 turns an off-by-default one on, NAME=0 an on-by-default one off.
+  auto env_is = [](const char* name, const char* value) {
+    const char* e = std::getenv(name);
+    return e && std::string(e) == value;
+  };
+  m.profile_ops = env_is("EMBEDKIT_PROFILE_OPS", "1");
+  m.graphs_enabled = !env_is("EMBEDKIT_CUDA_GRAPHS", "0");
+  m.graph_buckets = !env_is("EMBEDKIT_GRAPH_BUCKETS", "0");
+  m.fuse_residual = !env_is("EMBEDKIT_FUSE_RESIDUAL", "0");
   m.ln_pairs = layernorm_pairs_for(int(cfg.hidden_size));
-  const char* exact = std::getenv("EMBEDKIT_EXACT_GELU");
   if (cfg.hidden_act == "relu") {
     m.inter_epilogue = CUBLASLT_EPILOGUE_RELU_BIAS;
-  } else if (cfg.hidden_act == "gelu" && exact && std::string(exact) == "1") {
+  } else if (cfg.hidden_act == "gelu" && env_is("EMBEDKIT_EXACT_GELU", "1")) {
     m.exact_gelu = true;
     m.inter_epilogue = CUBLASLT_EPILOGUE_BIAS;
   } else if (cfg.hidden_act != "gelu" && cfg.hidden_act != "gelu_new" && cfg.hidden_act != "gelu_pytorch_tanh" &&
@@ -930,12 +930,9 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   if (fold_mode > 0 && p == Precision::F16 && m.inter_epilogue == CUBLASLT_EPILOGUE_GELU_BIAS && m.fuse_residual &&
       cfg.hidden_size % 64 == 0 && cfg.intermediate_size % 8 == 0 && !w.layers.empty() && ln_fold_usable())
     m.ln_fold = std::min(fold_mode, 2);
-  const char* sums_env = std::getenv("EMBEDKIT_LN_FOLD_SUMS");
-  m.fold_sums = !(sums_env && std::string(sums_env) == "0");
-  const char* pdl_env = std::getenv("EMBEDKIT_PDL");
-  m.pdl = prop.major >= 9 && !(pdl_env && std::string(pdl_env) == "0");
-  const char* zc_env = std::getenv("EMBEDKIT_ZERO_COPY");
-  m.zero_copy = !(zc_env && std::string(zc_env) == "0");
+  m.fold_sums = !env_is("EMBEDKIT_LN_FOLD_SUMS", "0");
+  m.pdl = prop.major >= 9 && !env_is("EMBEDKIT_PDL", "0");
+  m.zero_copy = !env_is("EMBEDKIT_ZERO_COPY", "0");
   if (p == Precision::F16) m.load<__half>(w);
   else m.load<__nv_bfloat16>(w);
   // Workspaces up front (growing one later waits for every batch in flight): the shared one for
