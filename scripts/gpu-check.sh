@@ -35,6 +35,11 @@ qwen3_model() {
     echo "qwen3-$1 model written in $((SECONDS - t0)) s"
   fi
 }
+# The ids of a bench workload (bench/gpu_vs_pytorch.py WORKLOADS: short, medium, long; seeds 1, 2, 3)
+# written for embedkit_gpu_bench --ids: workload_ids WL [PATH] (default /tmp/ids_p_WL.bin).
+workload_ids() {
+  python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['$1']; g.write_ids('${2:-/tmp/ids_p_$1.bin}', g.make_ids(n, lo, hi, {'short': 1, 'medium': 2, 'long': 3}['$1']))"
+}
 for s in $stages; do
   case $s in
     checks)
@@ -59,7 +64,7 @@ for s in $stages; do
       name=${s#profile-}
       [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }
       for wl in short medium long; do
-        python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['$wl']; g.write_ids('/tmp/ids_p_$wl.bin', g.make_ids(n, lo, hi, {'short': 1, 'medium': 2, 'long': 3}['$wl']))"
+        workload_ids $wl
         r=$(EMBEDKIT_PROFILE_OPS=1 $D/bin/embedkit_gpu_bench --model $M/$name --ids /tmp/ids_p_$wl.bin --budgets ${BUDGETS:-65536} --reps 2)
         echo "$name $wl $r"
         summary+=("profile $name $wl: $r")
@@ -71,7 +76,7 @@ for s in $stages; do
       name=${s#sweep-}
       [ "$name" = bge ] && { [ -f $M/bge/model.safetensors ] || python3 bench/make_random_model.py --preset bge-base --tokenizer-from $D/tokenizer --out $M/bge; }
       for wl in ${SWEEP_WL:-long medium}; do
-        python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['$wl']; g.write_ids('/tmp/ids_p_$wl.bin', g.make_ids(n, lo, hi, {'short': 1, 'medium': 2, 'long': 3}['$wl']))"
+        workload_ids $wl
         # cfg = attention shape, residual epilogue (1/0), cuBLASLt heuristic answer index
         for cfg in ${SWEEP:-0,1,0 1,1,0 2,1,0 3,1,0 4,1,0 5,1,0 6,1,0 7,1,0 5,0,0 5,1,1 5,1,2}; do
           IFS=, read -r shape fuse algo <<< "$cfg"
@@ -92,7 +97,7 @@ for s in $stages; do
       # element pairs per load, 1 = 4 bytes, 2 = 8, 4 = 16; a width d does not allow is narrowed),
       # long workload (2,000 × 512 tokens), models ${PIPE_MODELS:-minilm bge}. "gap" = wall minus
       # the device time of the batches' own events (h2d + forward + pool + d2h): the host gaps.
-      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['long']; g.write_ids('/tmp/ids_p_long.bin', g.make_ids(n, lo, hi, 3))"
+      workload_ids long
       fmt='import json,sys
 for l in sys.stdin:
     if not l.startswith("{"): continue
@@ -146,7 +151,7 @@ for l in sys.stdin:
       # tokens, 1, 2 and 4 batches in flight (--pipeline), with each small batch on its own stream
       # and workspace (default) and with every batch through the shared workspace, one at a time
       # (EMBEDKIT_CONCURRENT_TOKENS=0, the old behaviour). Interleaved, twice.
-      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['short']; g.write_ids('/tmp/ids_p_short.bin', g.make_ids(n, lo, hi, 1))"
+      workload_ids short
       fmt='import json,sys
 for l in sys.stdin:
     if not l.startswith("{"): continue
@@ -170,7 +175,7 @@ for l in sys.stdin:
       # ${PASS_BUDGETS:-256,512,2048} tokens, CUDA graphs, one batch in flight, then two), for each
       # of PASS_VARIANTS (';'-separated environment settings, e.g. "EMBEDKIT_PDL=0;"; an empty one
       # is the default), interleaved, PASS_ROUNDS times (2). Prints µs per batch.
-      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['short']; g.write_ids('/tmp/ids_p_short.bin', g.make_ids(n, lo, hi, 1))"
+      workload_ids short
       IFS=';' read -ra pvariants <<< "${PASS_VARIANTS:- ;EMBEDKIT_PDL=0;EMBEDKIT_ZERO_COPY=0;EMBEDKIT_PDL=0 EMBEDKIT_ZERO_COPY=0}"
       for round in $(seq ${PASS_ROUNDS:-2}); do
         for v in "${pvariants[@]}"; do
@@ -190,7 +195,7 @@ print("small-pass [%s] pipe %d: " % (v.strip() or "default", rs[0]["pipeline"]) 
       # runs kernels one at a time with cold caches, so these are upper bounds: the graph replay of
       # the same pass takes less than their sum). Short workload, batches of ${KT_BUDGET:-512} tokens,
       # no CUDA graphs (ncu profiles kernels, not graph nodes); 92 launches after 2,000 warm-up ones.
-      python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['short']; g.write_ids('/tmp/ids_p_short.bin', g.make_ids(n, lo, hi, 1))"
+      workload_ids short
       EMBEDKIT_CUDA_GRAPHS=0 timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip 2000 \
         --launch-count 92 $D/bin/embedkit_gpu_bench --model $M/minilm --ids /tmp/ids_p_short.bin --budgets ${KT_BUDGET:-512} \
         --reps 1 --pipeline 1 > "$OUT/kernel_times.csv" 2> "$OUT/kernel_times.err"
@@ -393,7 +398,7 @@ PY
           if [ $name = qwen3 ]; then
             python3 -c "import sys; sys.path.insert(0, 'bench'); import qwen3_gpu_vs_pytorch as q; w = q.WORKLOADS['$wl']; q.write_ids('$ids', q.make_ids(w[0], w[1], w[2], list(q.WORKLOADS).index('$wl') + 1))"
           else
-            python3 -c "import sys; sys.path.insert(0, 'bench'); import gpu_vs_pytorch as g; n, lo, hi = g.WORKLOADS['$wl']; g.write_ids('$ids', g.make_ids(n, lo, hi, {'short': 1, 'medium': 2, 'long': 3}['$wl']))"
+            workload_ids $wl $ids
           fi
           for setting in "${settings[@]}"; do
             for prof in ${AB_PROF:-0 1}; do
