@@ -58,6 +58,7 @@ bool Batcher::submit(const std::shared_ptr<EmbedJob>& job) {
     }
     in_flight_inputs_ += n;
     dirty_ = true;
+    events_.fetch_add(1, std::memory_order_release);
     executor_waiting = executor_waiting_;
   }
   // An idle executor takes the input itself (one thread wake-up between the request and the
@@ -247,20 +248,42 @@ void Batcher::submit_loop() {
   std::vector<std::shared_ptr<EmbedJob>> done;
   StepProfile prof("submitter", {"waiting", "submit"});
   std::unique_lock<std::mutex> lock(mu_);
+  // With submit_spin (BatcherOptions): before sleeping, poll once for a new input or a collected
+  // batch (events_), then look again under the lock; sleep only if that found nothing to do.
+  bool spun = false;
+  auto spin = [&] {
+    if (opt_.submit_spin.count() == 0 || spun) return false;
+    spun = true;
+    const uint64_t seen = events_.load(std::memory_order_acquire);
+    lock.unlock();
+    const auto until = Clock::now() + opt_.submit_spin;
+    while (events_.load(std::memory_order_acquire) == seen && Clock::now() < until) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();  // leaves the core's other hardware thread its issue slots
+#endif
+    }
+    lock.lock();
+    return true;
+  };
   for (;;) {
     // Fill the next batch here rather than wait for the assembler thread to get the lock.
     if (next_.items.empty() && !pending_.empty()) fill_next_locked();
     if (next_.items.empty()) {
       if (stopping_ && pending_.empty()) break;
+      if (spin()) continue;
       executor_waiting_ = true;
       executor_cv_.wait(lock);
       executor_waiting_ = false;
+      spun = false;
       continue;
     }
     if (!room_to_submit_locked()) {  // the collector wakes us when a batch leaves the engine
+      if (spin()) continue;
       executor_cv_.wait(lock);
+      spun = false;
       continue;
     }
+    spun = false;
     if (!ready_locked()) {  // with max_wait: a partial batch waits for company a while
       executor_waiting_ = true;
       executor_cv_.wait_until(lock, next_.oldest + opt_.max_wait);
@@ -338,6 +361,7 @@ void Batcher::collect_loop() {
     {  // out of the engine: the submitter may send another batch while this one is delivered
       std::lock_guard<std::mutex> g(mu_);
       --collecting_;
+      events_.fetch_add(1, std::memory_order_release);
     }
     executor_cv_.notify_one();
     prof.lap(1);

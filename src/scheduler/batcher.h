@@ -66,6 +66,11 @@ struct BatcherOptions {
   // other down; one twice the size costs little more than one (EMBEDKIT_OVERLAP_MIN_TOKENS
   // overrides; 0 = always beside).
   size_t overlap_min_tokens = 2048;
+  // Before the submitter sleeps (waiting for inputs, or for room in the engine), it polls this
+  // long for either: a GPU batch is over in ~0.2 ms, and a thread woken from its condition
+  // variable starts it later than one that watches (`embedkit serve --busy-poll-us`; costs a core
+  // while it polls, so off on the CPU, where the cores run the model). 0 = sleep at once.
+  std::chrono::microseconds submit_spin{0};
 };
 
 // Tokens the batch being assembled may take while `waiting` tokens wait (queued or already in
@@ -188,6 +193,7 @@ class Batcher {
   // collected. At most depth_ (the engine's pipeline depth) at once.
   std::deque<Running> running_;
   size_t collecting_ = 0, depth_ = 1;
+  std::atomic<uint64_t> events_{0};  // inputs queued plus batches collected: what the polling submitter watches
   bool submitter_done_ = false;  // submit_loop returned (stopping, nothing queued)
   std::thread assembler_, executor_, collector_;
 };

@@ -289,3 +289,27 @@ def test_abandoned_requests_free_their_room_at_once(embedkit_bin, minilm_dir, te
         m = s.request("/metrics")[1].decode()
         assert "te_request_failure{err=\"overloaded\"}" in m
         assert s.stop() == 0
+
+
+def test_busy_polling_answers_then_sleeps_and_stops(embedkit_bin, minilm_dir, texts, golden):
+    """--busy-poll-us (the default with a GPU): I/O threads and the batch submitter that poll instead
+    of sleeping answer concurrent requests correctly; after a quiet spell (every thread back asleep)
+    a request still wakes them; SIGTERM still stops them."""
+    with Server(embedkit_bin, minilm_dir, "--busy-poll-us", "300", "--http-threads", "2") as s:
+        results = {}
+
+        def worker(w):
+            for k in range(6):
+                i = (w * 6 + k) % len(texts)
+                results[i] = s.post_json("/embed", {"inputs": texts[i], "truncate": True})
+        ts = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        assert len(results) == 48
+        for i, (status, emb, _) in results.items():
+            assert status == 200, (i, emb)
+            assert cos_rows(emb, golden[i:i + 1]).min() >= COS_MIN, i
+        time.sleep(0.5)  # far past the polling window: the loops and the submitter sleep again
+        status, emb, _ = s.post_json("/embed", {"inputs": [texts[1], texts[2]], "truncate": True}, timeout=10)
+        assert status == 200 and cos_rows(emb, golden[1:3]).min() >= COS_MIN
+        assert s.stop(timeout=30) == 0, s.log()
