@@ -96,9 +96,9 @@ int serve(ServeArgs& a) {
   // Busy polling (--busy-poll-us): on a GPU a small batch is over in ~0.2 ms and a single-text
   // request's round trip is ~0.4 ms, so the wake-ups of sleeping threads (a request arriving, the
   // next batch's submission, the answer going out) are a visible share of it; polling them away
-  // gave +4-7% single-text requests/s at 16-1,024 connections, +6-9% for 32-text requests at
-  // c64-c1,024 and 0.22 → 0.19 ms p50 for one client on the H100 (docs/benchmarks.md, "ninth
-  // session"). On the CPU the cores run the model.
+  // gave +7-15% requests/s for 1 and 16 clients (p50 0.22 → 0.19 ms for one), +1-4% at 64, the
+  // rest within ±5%, on two H100 machines (docs/benchmarks.md, "ninth session"). On the CPU the
+  // cores run the model.
   const int poll_us = a.busy_poll_us >= 0 ? a.busy_poll_us : engine.on_gpu() ? kDefaultGpuBusyPollUs : 0;
   bo.submit_spin = std::chrono::microseconds(poll_us);
   http.set_busy_poll(std::chrono::microseconds(poll_us));
