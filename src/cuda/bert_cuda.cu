@@ -34,6 +34,7 @@
 #include "cuda/bert_cuda.h"
 #include "cuda/device_caps.h"
 #include "cuda/graph_buckets.h"
+#include "cuda/small_gemm.h"
 #include "cuda/kernels.cuh"
 #include "util/error.h"
 
@@ -293,6 +294,13 @@ struct BertEncoder::Impl {
   bool profile_ops = false;
   bool exact_gelu = false;  // erf-GELU as its own pass after the GEMM
   bool fuse_residual = true;  // residual add in the GEMM epilogue (EMBEDKIT_FUSE_RESIDUAL=0: separate)
+  // fp16 batches of up to kSmallCutlassTokens tokens on Hopper: CUTLASS GEMMs launched with PDL
+  // instead of cuBLASLt's, so that every edge of the pass is programmatic (small_gemm.cu;
+  // EMBEDKIT_SMALL_CUTLASS=0: off). Measured (H100, docs/benchmarks.md, ninth session): one batch
+  // at a time about the same (256 / 512 tokens 162 / 177 µs against 158 / 179), two side by side
+  // 90 / 110 µs a batch against 100 / 129 — and 2,048 tokens 10% slower, hence the limit.
+  bool small_cutlass = false;
+  static constexpr int kSmallCutlassTokens = 1024;
   int ln_pairs = 1;           // LayerNorm load width at this hidden size (layernorm_pairs_for)
   cublasLtEpilogue_t inter_epilogue = CUBLASLT_EPILOGUE_GELU_BIAS;
   std::string name;
@@ -608,9 +616,24 @@ struct BertEncoder::Impl {
       if (folded) final_norm = enqueue_folded_layers(s, Tn, I, eps, off, n_tiles, tile_rows);
     }
     const size_t classic_layers = folded ? 0 : layers.size();
+    // y = x·Wᵀ + b (+ epilogue): CUTLASS with PDL for small fp16 batches when on, else cuBLASLt.
+    const bool cutlass_gemms = small_cutlass && Tn <= kSmallCutlassTokens && std::is_same_v<T, __half>;
+    auto gemm = [&](const void* x, int n_in, const void* W, const void* bias, int n_out, void* y,
+                    cublasLtEpilogue_t epi, const void* residual) {
+      if (cutlass_gemms) {
+        const SmallEpilogue e = residual ? SmallEpilogue::BiasResidual
+                                : epi == CUBLASLT_EPILOGUE_GELU_BIAS ? SmallEpilogue::BiasGelu
+                                                                     : SmallEpilogue::Bias;
+        small_gemm(e, Tn, n_out, n_in, static_cast<const __half*>(x), static_cast<const __half*>(W),
+                   static_cast<const __half*>(bias), static_cast<const __half*>(residual), static_cast<__half*>(y),
+                   stream, tl_pdl_launch);
+      } else {
+        linear(x, Tn, n_in, W, bias, n_out, y, epi, residual);
+      }
+    };
     for (size_t li = 0; li < classic_layers; ++li) {
       const LayerW& L = layers[li];
-      linear(hid, Tn, d, L.w_qkv, L.b_qkv, 3 * d, qkv);
+      gemm(hid, d, L.w_qkv, L.b_qkv, 3 * d, qkv, CUBLASLT_EPILOGUE_BIAS, nullptr);
       mark(&PhaseTimes::gemm);
       launch_attention<T>(dh, tile_rows, static_cast<const T*>(qkv), d_ints + off.cu,
                           reinterpret_cast<const int2*>(d_ints + off.tiles), n_tiles, H, H, false,
@@ -619,14 +642,14 @@ struct BertEncoder::Impl {
       // hidden = LN(ctx·W_oᵀ + b + hidden): with fuse_residual the add happens in the GEMM
       // epilogue, in place in hidden, and the LayerNorm pass reads one tensor instead of two.
       T* sum = fuse_residual ? hid : static_cast<T*>(tmp);
-      linear(ctx, Tn, d, L.w_o, L.b_o, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
+      gemm(ctx, d, L.w_o, L.b_o, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
       mark(&PhaseTimes::gemm);
       launch_add_layernorm<T>(fuse_residual ? nullptr : sum, hid, static_cast<const T*>(L.ln1_g),
                               static_cast<const T*>(L.ln1_b), Tn, d, eps, stream, ln_pairs);
       mark(&PhaseTimes::layernorm);
       // GELU: in the GEMM epilogue (cuBLASLt's tanh form, within fp16 rounding of erf-GELU) unless
       // EMBEDKIT_EXACT_GELU=1 asks for the separate exact-erf pass.
-      linear(hid, Tn, d, L.w_i, L.b_i, I, inter, inter_epilogue);
+      gemm(hid, d, L.w_i, L.b_i, I, inter, inter_epilogue, nullptr);
       mark(&PhaseTimes::gemm);
       if (exact_gelu) {
         const size_t n_inter = size_t(Tn) * size_t(I);
@@ -634,7 +657,7 @@ struct BertEncoder::Impl {
             static_cast<T*>(inter), n_inter);
         mark(&PhaseTimes::activation);
       }
-      linear(inter, Tn, I, L.w_o2, L.b_o2, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
+      gemm(inter, I, L.w_o2, L.b_o2, d, sum, CUBLASLT_EPILOGUE_BIAS, fuse_residual ? hid : nullptr);
       mark(&PhaseTimes::gemm);
       launch_add_layernorm<T>(fuse_residual ? nullptr : sum, hid, static_cast<const T*>(L.ln2_g),
                               static_cast<const T*>(L.ln2_b), Tn, d, eps, stream, ln_pairs);
@@ -931,6 +954,11 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
       cfg.hidden_size % 64 == 0 && cfg.intermediate_size % 8 == 0 && !w.layers.empty() && ln_fold_usable())
     m.ln_fold = std::min(fold_mode, 2);
   m.fold_sums = !env_is("EMBEDKIT_LN_FOLD_SUMS", "0");
+  // CUTLASS's GEMMs compute GELU's tanh form, as cuBLASLt's epilogue does; other activations, the
+  // separate residual pass and bf16 keep cuBLASLt.
+  m.small_cutlass = !env_is("EMBEDKIT_SMALL_CUTLASS", "0") && p == Precision::F16 && small_gemm_usable() &&
+                    m.fuse_residual && m.inter_epilogue == CUBLASLT_EPILOGUE_GELU_BIAS && cfg.hidden_size % 64 == 0 &&
+                    cfg.intermediate_size % 64 == 0;
   m.pdl = prop.major >= 9 && !env_is("EMBEDKIT_PDL", "0");
   m.zero_copy = !env_is("EMBEDKIT_ZERO_COPY", "0");
   if (p == Precision::F16) m.load<__half>(w);
@@ -943,6 +971,10 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
       m.ensure_capacity(s.own, s, std::min(m.lane_tokens, max_batch_tokens), 64, 64, 64 * 4 * size_t(cfg.hidden_size));
   }
 }
+
+// 320 tokens: single texts at 64 connections 178k against 151k requests/s with 2,048 (H100, one
+// call, docs/benchmarks.md), c256 / c1,024 within 5%.
+size_t BertEncoder::overlap_min_tokens() const { return impl_->small_cutlass ? 320 : 2048; }
 
 BertEncoder::~BertEncoder() {
   if (!impl_) return;

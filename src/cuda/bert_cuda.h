@@ -69,6 +69,10 @@ class BertEncoder {
   // How many batches callers should keep in flight: kDefaultDepth, or EMBEDKIT_PIPELINE=n (1 to
   // kMaxInFlight; for measuring the synchronous, pipelined and deeper forms side by side).
   static int pipeline_depth();
+  // The smallest batch (tokens) worth running beside one already on the device: small passes run
+  // on CUTLASS's PDL-launched GEMMs (small_gemm.h) share the device well from a few hundred
+  // tokens, cuBLASLt's only from thousands (BatcherOptions::overlap_min_tokens; docs/benchmarks.md).
+  size_t overlap_min_tokens() const;
 
   // Times of the batch collected last.
   const PhaseTimes& last_times() const;
@@ -103,6 +107,12 @@ std::vector<float> linear_residual(const std::vector<float>& x, int T, int n_in,
                                    const std::vector<float>& b, int n_out, const std::vector<float>& residual,
                                    bool in_place, Precision p);
 std::vector<float> gelu(const std::vector<float>& x, Precision p);
+// The small-batch CUTLASS GEMMs (small_gemm.h; fp16, Hopper with CUTLASS built in — check
+// small_gemm_available()): y = x·Wᵀ + b, then per `epilogue` 0 nothing, 1 tanh-GELU, 2 + residual
+// (in place: y starts as the residual), launched with PDL.
+bool small_gemm_available();
+std::vector<float> small_gemm(const std::vector<float>& x, int T, int n_in, const std::vector<float>& W,
+                              const std::vector<float>& b, int n_out, int epilogue, const std::vector<float>& residual);
 // LN(x + hidden); an empty x gives LN(hidden) (the in-place form after a residual epilogue).
 // pairs: element pairs per load (1, 2, 4; 0 = one element per load; -1 = the encoder's choice
 // for d, layernorm_pairs_for(d)).

@@ -8,6 +8,7 @@
 #include "cuda/kernels.cuh"
 #include "cuda/ln_fold_gemm.h"
 #include "cuda/qwen3_cuda.h"
+#include "cuda/small_gemm.h"
 #include "ops/decoder_ops.h"
 
 namespace embedkit::cuda::testing {
@@ -246,6 +247,18 @@ std::vector<float> last_token_norm_pool_t(const std::vector<float>& hidden, int 
 
 #define EK_DISPATCH(p, fn, ...) ((p) == Precision::F16 ? fn<__half>(__VA_ARGS__) : fn<__nv_bfloat16>(__VA_ARGS__))
 
+bool small_gemm_available() { return small_gemm_usable(); }
+std::vector<float> small_gemm(const std::vector<float>& x, int T_, int n_in, const std::vector<float>& W,
+                              const std::vector<float>& b, int n_out, int epilogue, const std::vector<float>& residual) {
+  EK_CHECK(epilogue >= 0 && epilogue <= 2 && (epilogue != 2 || residual.size() == size_t(T_) * n_out));
+  Buf dx = up<__half>(x), dw = up<__half>(W), db = up<__half>(b);
+  Buf dy = epilogue == 2 ? up<__half>(residual) : poisoned<__half>(size_t(T_) * n_out);
+  const auto e = epilogue == 0 ? SmallEpilogue::Bias : epilogue == 1 ? SmallEpilogue::BiasGelu : SmallEpilogue::BiasResidual;
+  cuda::small_gemm(e, T_, n_out, n_in, dx.as<__half>(), dw.as<__half>(), db.as<__half>(), dy.as<__half>(),
+                   dy.as<__half>(), 0, /*pdl=*/true);
+  EK_CUDA(cudaGetLastError());
+  return down<__half>(dy, size_t(T_) * n_out);
+}
 std::vector<float> linear(const std::vector<float>& x, int T, int n_in, const std::vector<float>& W,
                           const std::vector<float>& b, int n_out, Precision p) {
   return EK_DISPATCH(p, linear_t, x, T, n_in, W, b, n_out, {}, false);

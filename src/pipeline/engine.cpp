@@ -142,6 +142,8 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
 
 EmbeddingEngine::~EmbeddingEngine() = default;
 
+size_t EmbeddingEngine::overlap_min_tokens() const { return gpu_ ? gpu_->overlap_min_tokens() : 2048; }
+
 Prompt EmbeddingEngine::resolve_prompt(const std::optional<std::string>& text, const std::optional<std::string>& name,
                                        const char* option) const {
   if (text && name) throw Error("give either a prompt or a prompt name, not both");

@@ -90,6 +90,8 @@ class EmbeddingEngine {
   // collect() and there is nothing to overlap. EMBEDKIT_PIPELINE=n (1 to 4) overrides (measuring;
   // tests run the pipelined path on CPU-only machines with 2).
   size_t pipeline_depth() const { return pipeline_depth_; }
+  // The smallest batch (tokens) worth submitting beside one in flight (BatcherOptions::overlap_min_tokens).
+  size_t overlap_min_tokens() const;
   const EngineRunTimes& last_run_times() const { return run_times_; }
 
   // full: one row of run()'s output; out: dims floats (dims ≤ full_dim), normalized if asked.

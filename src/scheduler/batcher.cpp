@@ -21,6 +21,7 @@ Batcher::Batcher(EmbeddingEngine& engine, BatcherOptions options, std::function<
                 std::to_string(engine.batch_tokens()) + ")");
   const size_t depth = std::min(engine.pipeline_depth(), EmbeddingEngine::kMaxInFlight);
   depth_ = std::max<size_t>(1, depth);
+  if (opt_.overlap_min_tokens == 0) opt_.overlap_min_tokens = engine.overlap_min_tokens();
   if (const char* e = std::getenv("EMBEDKIT_OVERLAP_MIN_TOKENS"); e && *e) opt_.overlap_min_tokens = size_t(std::atoll(e));
   assembler_ = std::thread([this] { assembler_loop(); });
   collector_ = std::thread([this] { collect_loop(); });

@@ -64,8 +64,9 @@ struct BatcherOptions {
   // only once it holds this many tokens; a smaller one waits for the batch ahead to be collected
   // and grows meanwhile. Two small batches at once each pay the pass's fixed cost and slow each
   // other down; one twice the size costs little more than one (EMBEDKIT_OVERLAP_MIN_TOKENS
-  // overrides; 0 = always beside).
-  size_t overlap_min_tokens = 2048;
+  // overrides, where 0 means always beside). 0 here: the engine's choice,
+  // EmbeddingEngine::overlap_min_tokens() — 320 on Hopper's small-batch CUTLASS GEMMs, else 2,048.
+  size_t overlap_min_tokens = 0;
   // Before the submitter sleeps (waiting for inputs, or for room in the engine), it polls this
   // long for either: a GPU batch is over in ~0.2 ms, and a thread woken from its condition
   // variable starts it later than one that watches (`embedkit serve --busy-poll-us`; costs a core

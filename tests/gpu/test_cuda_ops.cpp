@@ -104,6 +104,32 @@ TEST_P(CudaOps, LinearResidualEpilogue) {
   }
 }
 
+// The small-batch CUTLASS GEMMs (fp16, launched with PDL) against the CPU: bias, tanh-GELU, residual
+// in place; from one row to past the graph range's first tier, MiniLM's and BERT-base's shapes.
+TEST(CudaSmallGemm, MatchesCpu) {
+  std::string why;
+  if (!cuda::available(&why)) GTEST_SKIP() << why;
+  if (!cuda::testing::small_gemm_available()) GTEST_SKIP() << "no Hopper GPU or no CUTLASS in this build";
+  const Precision p = Precision::F16;
+  for (int T : {1, 37, 512, 700, 2100}) {
+    for (auto [n_in, n_out] : {std::pair{384, 1152}, std::pair{384, 1536}, std::pair{1536, 384}, std::pair{384, 384},
+                               std::pair{768, 3072}}) {
+      auto x = rnd(size_t(T) * n_in, uint32_t(T + n_in + 3), 1.f, p), W = rnd(size_t(n_out) * n_in, 6, 0.05f, p),
+           b = rnd(size_t(n_out), 7, 0.5f, p), r = rnd(size_t(T) * n_out, uint32_t(T + 11), 2.f, p, 0.2f);
+      std::vector<float> lin(size_t(T) * n_out);
+      cpu::linear(x.data(), T, n_in, W.data(), b.data(), n_out, lin.data());
+      for (int epi : {0, 1, 2}) {
+        std::vector<float> ref = lin;
+        if (epi == 1) cpu::gelu_tanh_inplace(ref.data(), int64_t(ref.size()));
+        if (epi == 2)
+          for (size_t i = 0; i < ref.size(); ++i) ref[i] += r[i];
+        auto got = cuda::testing::small_gemm(x, T, n_in, W, b, n_out, epi, epi == 2 ? r : std::vector<float>{});
+        EXPECT_LT(rel_err(got, ref), bound(p)) << "T=" << T << " " << n_in << "->" << n_out << " epilogue " << epi;
+      }
+    }
+  }
+}
+
 TEST_P(CudaOps, GeluErf) {
   const Precision p = GetParam();
   auto x = rnd(100003, 5, 2.f, p);
