@@ -14,4 +14,15 @@ inline bool current_device_is_sm90() {
   return major == 9 && minor == 0;
 }
 
+// The current device's SM count, read once (CUTLASS's persistent schedulers size their grids by it).
+inline int current_device_sm_count() {
+  static const int n = [] {
+    int dev = 0, sms = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    return sms;
+  }();
+  return n;
+}
+
 }  // namespace embedkit::cuda

@@ -25,15 +25,6 @@ namespace embedkit::cuda {
 #ifdef EMBEDKIT_HAVE_CUTLASS
 namespace {
 using namespace ln_fold;
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    return sms;
-  }();
-  return n;
-}
 }  // namespace
 
 bool ln_fold_usable() {
@@ -65,7 +56,7 @@ void ln_fold_gemm(FoldKind kind, int M, int N, int K, const __half* A, const __h
   if (M == 0) return;
   EK_CHECK(kind != FoldKind::LnResidualSums || (sum && sum_sq), "folded GEMM: row sums need their buffers");
   const Operands o{M, N, K, A, W, C, D, r, n, v1, v2, sum, sum_sq};
-  const int sms = sm_count();
+  const int sms = current_device_sm_count();
   // N not a multiple of 192 (d 1024, I 4096, …): the 128-wide tiles chosen before, no partial tiles.
   const bool t192 = N % 192 == 0;
   switch (kind) {

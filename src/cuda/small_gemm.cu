@@ -94,15 +94,6 @@ struct SmallGemm {
   }
 };
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    return sms;
-  }();
-  return n;
-}
 using T64 = Shape<_64, _64, _64>;
 using T64x128 = Shape<_64, _128, _64>;
 }  // namespace
@@ -115,7 +106,7 @@ bool small_gemm_usable() {
 void small_gemm(SmallEpilogue epi, int M, int N, int K, const __half* A, const __half* W, const __half* b,
                 const __half* C, __half* D, cudaStream_t stream, bool pdl) {
   if (M == 0) return;
-  const int sms = sm_count();
+  const int sms = current_device_sm_count();
   // 64-row tiles: a few hundred tokens still give dozens of CTAs; 128 columns for the wide
   // outputs (q|k|v, FFN up), 64 for d.
   switch (epi) {
