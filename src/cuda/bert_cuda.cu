@@ -974,7 +974,9 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
 
 // 320 tokens: single texts at 64 connections 178k against 151k requests/s with 2,048 (H100, one
 // call, docs/benchmarks.md), c256 / c1,024 within 5%.
-size_t BertEncoder::overlap_min_tokens() const { return impl_->small_cutlass ? 320 : 2048; }
+size_t BertEncoder::overlap_min_tokens() const {
+  return impl_->small_cutlass ? kOverlapMinTokensSmallCutlass : kOverlapMinTokens;
+}
 
 BertEncoder::~BertEncoder() {
   if (!impl_) return;

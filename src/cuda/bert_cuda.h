@@ -73,6 +73,7 @@ class BertEncoder {
   // on CUTLASS's PDL-launched GEMMs (small_gemm.h) share the device well from a few hundred
   // tokens, cuBLASLt's only from thousands (BatcherOptions::overlap_min_tokens; docs/benchmarks.md).
   size_t overlap_min_tokens() const;
+  static constexpr size_t kOverlapMinTokens = 2048, kOverlapMinTokensSmallCutlass = 320;
 
   // Times of the batch collected last.
   const PhaseTimes& last_times() const;

@@ -24,7 +24,7 @@ BertEncoder::Ticket BertEncoder::submit(const PackedBatch&, const PoolingConfig&
 void BertEncoder::collect(Ticket, float*) { throw Error("CUDA backend not built"); }
 int BertEncoder::in_flight() const { return 0; }
 int BertEncoder::pipeline_depth() { return 1; }
-size_t BertEncoder::overlap_min_tokens() const { return 2048; }
+size_t BertEncoder::overlap_min_tokens() const { return kOverlapMinTokens; }
 int BertEncoder::layernorm_pairs() const { return 0; }
 int layernorm_pairs_for(int) { return 0; }
 const PhaseTimes& BertEncoder::last_times() const {

@@ -142,7 +142,10 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
 
 EmbeddingEngine::~EmbeddingEngine() = default;
 
-size_t EmbeddingEngine::overlap_min_tokens() const { return gpu_ ? gpu_->overlap_min_tokens() : 2048; }
+size_t EmbeddingEngine::overlap_min_tokens() const {
+  // Without the BERT GPU encoder nothing runs beside anything (pipeline depth 1): the usual value.
+  return gpu_ ? gpu_->overlap_min_tokens() : cuda::BertEncoder::kOverlapMinTokens;
+}
 
 Prompt EmbeddingEngine::resolve_prompt(const std::optional<std::string>& text, const std::optional<std::string>& name,
                                        const char* option) const {

@@ -199,7 +199,7 @@ struct HttpServer::Impl {
   std::atomic<size_t> next_loop{0};
   std::atomic<bool> draining{false};
   std::atomic<int64_t> open{0}, in_flight{0}, accept_failures{0};
-  std::atomic<int> poll_us{0};  // HttpServerOptions::poll_us (set_busy_poll)
+  std::atomic<int> poll_us{0};  // set_busy_poll
   Loop& loop_for_next_connection() { return *loops[next_loop++ % loops.size()]; }
 };
 
@@ -343,10 +343,16 @@ void Loop::run() {
   epoll_event events[kMaxEvents];
   auto next_sweep = Clock::now() + std::chrono::milliseconds(kSweepMs);
   std::vector<std::function<void()>> tasks;
-  // Busy polling (HttpServerOptions::poll_us): for that long after the last event or task the
+  // Busy polling (HttpServer::set_busy_poll): for that long after the last event or task the
   // loop polls instead of sleeping in epoll_wait, so an answer posted by the batcher or a request
   // arriving is picked up without a wake-up (a few to tens of µs each, twice per request).
   auto last_work = Clock::now();
+  auto sweep_when_due = [&] {
+    if (const auto now = Clock::now(); now >= next_sweep) {
+      sweep();
+      next_sweep = now + std::chrono::milliseconds(kSweepMs);
+    }
+  };
   while (!stop_) {
     int n;
     const auto poll_for = std::chrono::microseconds(server.poll_us.load(std::memory_order_relaxed));
@@ -354,10 +360,7 @@ void Loop::run() {
       // Awake (sleeping_ stays false): posters only queue; their tasks are seen through has_tasks_.
       n = epoll_wait(epfd_, events, kMaxEvents, 0);
       if (n == 0 && !has_tasks_.load(std::memory_order_acquire)) {
-        if (Clock::now() >= next_sweep) {
-          sweep();
-          next_sweep = Clock::now() + std::chrono::milliseconds(kSweepMs);
-        }
+        sweep_when_due();
         continue;
       }
     } else {
@@ -387,10 +390,7 @@ void Loop::run() {
       }
     }
     run_tasks(tasks);  // those posted while the events ran
-    if (const auto now = Clock::now(); now >= next_sweep) {
-      sweep();
-      next_sweep = now + std::chrono::milliseconds(kSweepMs);
-    }
+    sweep_when_due();
     graveyard_.clear();
   }
   current = nullptr;
@@ -657,7 +657,6 @@ void Connection::close() {
 HttpServer::HttpServer(HttpServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
   impl_->opt = std::move(options);
   impl_->handler = std::move(handler);
-  impl_->poll_us = std::max(0, impl_->opt.poll_us);
 }
 
 void HttpServer::set_busy_poll(std::chrono::microseconds us) {

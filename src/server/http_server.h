@@ -63,10 +63,6 @@ struct HttpServerOptions {
   std::chrono::milliseconds read_timeout{30000};
   std::chrono::milliseconds write_timeout{60000};
   int threads = 1;
-  // After its last event or answer, an I/O thread polls (epoll_wait without a timeout) this many
-  // µs before it sleeps: no wake-up on a request's way in or its answer's way out, for CPU while
-  // busy (0: sleeps at once). set_busy_poll() changes it while serving.
-  int poll_us = 0;
 };
 
 class HttpServer {
@@ -82,7 +78,10 @@ class HttpServer {
   void drain(std::chrono::milliseconds grace);
   void stop();  // stops the I/O threads (after drain())
   size_t open_connections() const;
-  void set_busy_poll(std::chrono::microseconds us);  // HttpServerOptions::poll_us, from now on
+  // After its last event or answer, an I/O thread polls (epoll_wait without a timeout) this long
+  // before it sleeps: no wake-up on a request's way in or its answer's way out, for CPU while
+  // busy. 0 (the default): sleeps at once. Takes effect while serving.
+  void set_busy_poll(std::chrono::microseconds us);
   size_t requests_in_flight() const;
 
   struct Impl;
