@@ -222,8 +222,10 @@ std::vector<std::pair<std::string, std::string>> header_facts(const Value& rep) 
   std::vector<std::pair<std::string, std::string>> f;
   f.push_back({"date (UTC)", rep.str("created_utc")});
   f.push_back({"commit", rep.str("commit")});
-  f.push_back({"machine", m.str("cpu") + ", " + fmt(m.num("logical_cores"), 0) + " logical cores, " +
-                              fmt(m.num("memory_gib"), 1) + " GiB, " + m.str("os") + " (kernel " + m.str("kernel") + ")"});
+  const std::string blas = m.str("openblas_kernels");
+  f.push_back({"machine", m.str("cpu") + ", " + fmt(m.num("logical_cores"), 0) + " logical cores" +
+                              (blas.empty() ? "" : " (OpenBLAS " + blas + " kernels)") + ", " + fmt(m.num("memory_gib"), 1) +
+                              " GiB, " + m.str("os") + " (kernel " + m.str("kernel") + ")"});
   std::string dev = rep.at("device").str("name");
   if (!rep.at("device").str("driver").empty()) dev += ", driver " + rep.at("device").str("driver");
   f.push_back({"device", dev});

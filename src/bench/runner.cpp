@@ -14,6 +14,7 @@
 
 #include "bench/bench.h"
 #include "bench/monitors.h"
+#include "ops/blas_kernels.h"
 #include "cuda/bert_cuda.h"
 #include "embedkit/profiling.h"
 #include "util/error.h"
@@ -129,6 +130,7 @@ Value machine_info() {
   m["hostname"] = std::string(host);
   m["cpu"] = first_match("/proc/cpuinfo", "model name");
   m["logical_cores"] = int(std::thread::hardware_concurrency());
+  m["openblas_kernels"] = openblas_core();  // the CPU path's GEMMs (ops/blas_kernels.h)
   std::string mem = first_match("/proc/meminfo", "MemTotal");
   m["memory_gib"] = mem.empty() ? 0.0 : std::round(std::stod(mem) / (1024.0 * 1024.0) * 10) / 10;
   m["os"] = first_match("/etc/os-release", "PRETTY_NAME");

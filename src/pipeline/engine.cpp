@@ -8,11 +8,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
 #include <filesystem>
+#include <mutex>
 
 #include "cuda/bert_cuda.h"
 #include "cuda/qwen3_cuda.h"
 #include "models/qwen3.h"
+#include "ops/blas_kernels.h"
 #include "loader/safetensors.h"
 #include "pipeline/pooling.h"
 #include "tokenizer/unicode.h"
@@ -60,6 +63,17 @@ EmbeddingEngine::EmbeddingEngine(const EmbedderOptions& opt) : opt_(opt) {
   if (!gpu && (opt.dtype == "fp16" || opt.dtype == "bf16"))
     throw Error("--dtype " + opt.dtype + " needs --device cuda; the CPU path computes in fp32");
   if (opt.threads < 0) throw Error("--threads must be >= 0");
+  if (!gpu) {
+    // Only the environment can fix this (OpenBLAS reads it at load); the embedkit command does so itself.
+    static std::once_flag warned;
+    std::call_once(warned, [] {
+      if (const std::string core = openblas_core_override(); !core.empty())
+        std::fprintf(stderr,
+                     "WARN OpenBLAS runs its generic %s kernels on this CPU, which runs its %s ones: start the "
+                     "program with OPENBLAS_CORETYPE=%s for ~4x faster CPU inference\n",
+                     openblas_core().c_str(), core.c_str(), core.c_str());
+    });
+  }
   if (opt.threads > 0) {
     omp_set_num_threads(opt.threads);
     openblas_set_num_threads(opt.threads);
