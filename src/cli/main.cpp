@@ -423,9 +423,8 @@ int main(int argc, char** argv) {
       std::printf("normalize:        %s\n", i.normalize ? "yes" : "no");
       std::printf("dimensions:       %zu\n", i.dim);
       std::printf("device:           %s\n", i.device.c_str());
-      if (i.device.starts_with("cpu"))
-        std::printf("cpu kernels:      OpenBLAS %s%s\n", openblas_core().c_str(),
-                    std::getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
+      std::printf("cpu kernels:      OpenBLAS %s%s\n", openblas_core().c_str(),  // the CPU path's GEMMs
+                  std::getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
       std::printf("modules:         ");
       for (auto& m : i.modules) std::printf(" %s", m.c_str());
       std::printf("\n");
