@@ -30,25 +30,29 @@ def kernels(embedkit_bin, model_dir, env):
     return m.group(1)
 
 
+# Without AVX2+FMA, OpenBLAS's generic kernels are the right ones (and its Haswell set cannot run).
+needs_avx2 = pytest.mark.skipif(not {"avx2", "fma"} <= cpu_flags(), reason="this CPU has no AVX2+FMA")
+
+
+def env_without_coretype():
+    return {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+
+
+@needs_avx2
 def test_openblas_runs_kernels_the_cpu_supports(embedkit_bin, minilm_dir):
-    flags = cpu_flags()
-    if not {"avx2", "fma"} <= flags:
-        pytest.skip("this CPU has no AVX2+FMA: OpenBLAS's generic kernels are the right ones")
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    core = kernels(embedkit_bin, minilm_dir, env)
+    core = kernels(embedkit_bin, minilm_dir, env_without_coretype())
     assert core in AVX2_OR_BETTER, f"OpenBLAS runs its {core} kernels on a CPU with AVX2+FMA"
 
 
+@needs_avx2
 def test_users_openblas_coretype_is_kept_and_results_agree(embedkit_bin, minilm_dir, tmp_path):
     # The user's choice stands (no re-execution over it), and the kernel set changes no result.
-    if not {"avx2", "fma"} <= cpu_flags():
-        pytest.skip("needs a CPU with AVX2+FMA for OpenBLAS's Haswell kernels")
     texts = ["A man is eating food.", "The new movie is awesome, a long review " * 20, "x"]
     src = tmp_path / "in.txt"
     src.write_text("\n".join(texts) + "\n")
     out = {}
     for core in ["Haswell", None]:
-        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        env = env_without_coretype()
         if core:
             env["OPENBLAS_CORETYPE"] = core
             assert kernels(embedkit_bin, minilm_dir, env) == core
