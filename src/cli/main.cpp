@@ -173,14 +173,12 @@ int main(int argc, char** argv) {
   // Both fixes below are environment variables that a library reads once, when it loads: set them
   // and re-execute when the user has not chosen.
   bool reexec = false;
-  // `serve` shares the cores between HTTP, tokenization and model threads: OpenMP workers that
-  // spin between parallel regions (libgomp's default) starve the others — a 148-token request
-  // took 0.4–2.5 s instead of 0.08 s on 2 busy cores. The same holds for any run on the GPU:
-  // tokenization's worker team would spin on every core while the batcher's threads feed the
-  // device. (CPU inference keeps the spinning default: its back-to-back parallel regions gain
-  // from it.)
-  if (argc > 1 && !std::getenv("OMP_WAIT_POLICY") &&
-      (std::strcmp(argv[1], "serve") == 0 || asks_for_gpu(argc, argv))) {
+  // On the GPU, OpenMP's workers (tokenization's team) would spin on every core after each
+  // parallel region (libgomp's default) while the batcher's threads feed the device: passive
+  // waits there. CPU inference, `serve` included, keeps the spinning default: a pass is ~90
+  // back-to-back parallel regions, and a worker put to sleep after each one is woken late —
+  // passive waits cost the CPU server ~8% at 64 clients (docs/benchmarks.md, eleventh session).
+  if (argc > 1 && !std::getenv("OMP_WAIT_POLICY") && asks_for_gpu(argc, argv)) {
     setenv("OMP_WAIT_POLICY", "passive", 1);
     reexec = true;
   }
