@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
   // parallel region (libgomp's default) while the batcher's threads feed the device: passive
   // waits there. CPU inference, `serve` included, keeps the spinning default: a pass is ~90
   // back-to-back parallel regions, and a worker put to sleep after each one is woken late —
-  // passive waits cost the CPU server ~8% at 64 clients (docs/benchmarks.md, eleventh session).
+  // passive waits cost the CPU server 4–8% at 64 clients (docs/benchmarks.md, eleventh session).
   if (argc > 1 && !std::getenv("OMP_WAIT_POLICY") && asks_for_gpu(argc, argv)) {
     setenv("OMP_WAIT_POLICY", "passive", 1);
     reexec = true;
