@@ -72,23 +72,21 @@ def main():
                                     "--duration", str(args.duration), "--threads", str(args.wrk_threads),
                                     "--server-pid", str(s.proc.pid), "--json", js.name],
                                    check=True, capture_output=True, text=True)
-                    for row in json.load(open(js.name))["rows"]:
-                        errors = {"non-2xx": row["non2xx"], "socket": row["socket_errors"]}
-                        srv.setdefault((row["concurrency"], row["batch"]), []).append(
-                            (row["texts_per_s"], {k: v for k, v in errors.items() if v}))
-                        print(f"rep {rep}: server c={row['concurrency']} b={row['batch']}: {row['texts_per_s']:.0f} "
-                              f"texts/s, errors {sum(errors.values())} (load {os.getloadavg()[0]:.2f})", flush=True)
-                assert s.stop() == 0
-                continue
-            for conc in map(int, args.concurrency.split(",")):
-                for batch in map(int, args.batch.split(",")):
-                    la = argparse.Namespace(url=s.url, route=args.route, batch_now=batch, sigterm_after=None,
-                                            processes=args.processes, duration=args.duration, server_pid=None)
-                    stats, wall = server_load.run_level_processes(la, lines, None, conc, batch)
-                    tps = stats.texts / wall
-                    srv.setdefault((conc, batch), []).append((tps, stats.errors))
-                    print(f"rep {rep}: server c={conc} b={batch}: {tps:.0f} texts/s, errors {stats.errors or 0} "
-                          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                    levels = [(row["concurrency"], row["batch"], row["texts_per_s"],
+                               {k: v for k, v in (("non-2xx", row["non2xx"]), ("socket", row["socket_errors"])) if v})
+                              for row in json.load(open(js.name))["rows"]]
+            else:
+                levels = []
+                for conc in map(int, args.concurrency.split(",")):
+                    for batch in map(int, args.batch.split(",")):
+                        la = argparse.Namespace(url=s.url, route=args.route, batch_now=batch, sigterm_after=None,
+                                                processes=args.processes, duration=args.duration, server_pid=None)
+                        stats, wall = server_load.run_level_processes(la, lines, None, conc, batch)
+                        levels.append((conc, batch, stats.texts / wall, stats.errors or {}))
+            for conc, batch, tps, errors in levels:
+                srv.setdefault((conc, batch), []).append((tps, errors))
+                print(f"rep {rep}: server c={conc} b={batch}: {tps:.0f} texts/s, errors {sum(errors.values())} "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
             assert s.stop() == 0
     # One more offline run closes the last rep: each rep's server runs sit between two offline runs.
     off.append(offline(args.bin, args.model, tmp.name, dev))

@@ -314,7 +314,7 @@ PY
       done
       rates=$(grep -hoE 'embed total[^(]*\(([0-9.]+) texts/s' "$OUT"/servewrk_offline_*.log | grep -oE '[0-9.]+ texts/s' | cut -d' ' -f1 | sort -n)
       best=$(echo "$rates" | tail -1)
-      summary+=("serve-wrk offline short×50 (5 runs): $(echo $rates | tr ' ' '/') texts/s; median $(echo "$rates" | sed -n 3p), best $best (the ratios' reference)")
+      summary+=("serve-wrk offline short×50 (5 runs): $(echo $rates | tr ' ' '/') texts/s; median $(echo "$rates" | sed -n "$(( ($(echo "$rates" | wc -l) + 1) / 2 ))p"), best $best (the ratios' reference)")
       # SERVE_VARIANTS: server set-ups to compare in turn, separated by ';' — each a list of words,
       # EMBEDKIT_*=value ones set in the server's environment, the others added to its flags
       # (e.g. "--max-wait 0;--max-wait 0.1;EMBEDKIT_PIPELINE=1").
