@@ -301,6 +301,11 @@ struct BertEncoder::Impl {
   // 90 / 110 µs a batch against 100 / 129 — and 2,048 tokens 10% slower, hence the limit.
   bool small_cutlass = false;
   static constexpr int kSmallCutlassTokens = 1024;
+  // Those batches also with the LayerNorms folded into the GEMMs around them (small_fold_gemm:
+  // each LayerNorm's statistics computed in the consumer GEMMs' epilogues from the row sums the
+  // residual GEMM before them accumulated), so a pass has no LayerNorm kernels: 5 kernels a layer
+  // instead of 7 (EMBEDKIT_SMALL_FOLD=0: off). Needs the folded weights (ln_fold ≥ 1).
+  bool small_fold = false;
   int ln_pairs = 1;           // LayerNorm load width at this hidden size (layernorm_pairs_for)
   cublasLtEpilogue_t inter_epilogue = CUBLASLT_EPILOGUE_GELU_BIAS;
   std::string name;
@@ -337,7 +342,9 @@ struct BertEncoder::Impl {
     size_t capacity = 0;
     void *hidden = nullptr, *qkv = nullptr, *ctx = nullptr, *tmp = nullptr, *inter = nullptr;
     // Folded path: [8][capacity] fp32: r, n of the layer input and of the attention block's output
-    // x1; Σ, Σ² of each (filled by the residual GEMMs' epilogues).
+    // x1; Σ, Σ² of each (filled by the residual GEMMs' epilogues). The small folded path: r, n of
+    // the last layer's output at [0], [1], then from 4·capacity Σ, Σ² of the embeddings and of each
+    // layer's x1 and x2, Tn floats each (row_stats_floats()).
     float* row_stats = nullptr;
     int* d_ints = nullptr;       // ids | types | positions | cu_seqlens | skip | tiles(int2), one H2D copy
     size_t d_ints_capacity = 0;
@@ -543,7 +550,7 @@ struct BertEncoder::Impl {
       EK_CUDA(cudaMalloc(&w.ctx, c * d * elem()));
       EK_CUDA(cudaMalloc(&w.tmp, c * d * elem()));
       EK_CUDA(cudaMalloc(&w.inter, c * I * elem()));
-      EK_CUDA(cudaMalloc(&w.row_stats, 8 * c * sizeof(float)));
+      EK_CUDA(cudaMalloc(&w.row_stats, row_stats_floats(c) * sizeof(float)));
     }
     if (grow_ints) {
       if (w.d_ints) cudaFree(w.d_ints);
@@ -568,6 +575,8 @@ struct BertEncoder::Impl {
       EK_CUDA(cudaHostGetDevicePointer(reinterpret_cast<void**>(&s.h_pooled_dev), s.h_pooled, 0));
     }
   }
+
+  size_t row_stats_floats(size_t capacity) const { return std::max<size_t>(8, 6 + 4 * layers.size()) * capacity; }
 
   // On the stream and in the cuBLASLt scratch of the slot being enqueued (cur).
   void linear(const void* x, int T, int n_in, const void* W, const void* bias, int n_out, void* y,
@@ -605,19 +614,27 @@ struct BertEncoder::Impl {
     mark(nullptr);
     const float eps = float(cfg.layer_norm_eps);
     const bool folded = std::is_same_v<T, __half> && fold_batch(Tn);
+    // y = x·Wᵀ + b (+ epilogue): CUTLASS with PDL for small fp16 batches when on, else cuBLASLt.
+    const bool cutlass_gemms = small_cutlass && Tn <= kSmallCutlassTokens && std::is_same_v<T, __half>;
+    const bool small_folded = !folded && cutlass_gemms && small_fold;
+    // Small folded path: the embeddings' Σ, Σ² at [4·capacity], each layer's after them (zeroed
+    // by the embeddings kernel: the residual GEMMs add into them).
+    float* const sums = w.row_stats + 4 * w.capacity;
+    float* raw_r = folded ? w.row_stats : small_folded ? sums : nullptr;
+    float* raw_n = folded ? w.row_stats + w.capacity : small_folded ? sums + Tn : nullptr;
     launch_embed_layernorm<T>(in_ints + off.ids, in_ints + off.types, in_ints + off.pos, static_cast<const T*>(word),
                               static_cast<const T*>(pos), static_cast<const T*>(type), static_cast<const T*>(emb_g),
                               static_cast<const T*>(emb_b), Tn, d, int(cfg.position_offset), eps, hid, stream,
-                              ln_pairs, folded ? w.row_stats : nullptr, folded ? w.row_stats + w.capacity : nullptr,
-                              zc ? s.h_ints_dev + off.cu : nullptr, d_ints + off.cu, int(off.n_ints - off.cu));
+                              ln_pairs, raw_r, raw_n, zc ? s.h_ints_dev + off.cu : nullptr, d_ints + off.cu,
+                              int(off.n_ints - off.cu), small_folded, small_folded ? sums + 2 * Tn : nullptr,
+                              small_folded ? int(4 * layers.size()) * Tn : 0);
     mark(&PhaseTimes::embed);
-    PoolNorm<T> final_norm;  // the last LayerNorm, when pooling applies it (folded path)
+    PoolNorm<T> final_norm;  // the last LayerNorm, when pooling applies it (folded paths)
     if constexpr (std::is_same_v<T, __half>) {
       if (folded) final_norm = enqueue_folded_layers(s, Tn, I, eps, off, n_tiles, tile_rows);
+      if (small_folded) final_norm = enqueue_small_folded_layers(s, Tn, I, eps, off, n_tiles, tile_rows, sums);
     }
-    const size_t classic_layers = folded ? 0 : layers.size();
-    // y = x·Wᵀ + b (+ epilogue): CUTLASS with PDL for small fp16 batches when on, else cuBLASLt.
-    const bool cutlass_gemms = small_cutlass && Tn <= kSmallCutlassTokens && std::is_same_v<T, __half>;
+    const size_t classic_layers = folded || small_folded ? 0 : layers.size();
     auto gemm = [&](const void* x, int n_in, const void* W, const void* bias, int n_out, void* y,
                     cublasLtEpilogue_t epi, const void* residual) {
       if (cutlass_gemms) {
@@ -674,6 +691,57 @@ struct BertEncoder::Impl {
       EK_CUDA(cudaMemcpyAsync(s.h_pooled, w.d_pooled, size_t(S) * size_t(out_dim) * sizeof(float),
                               cudaMemcpyDeviceToHost, stream));
     if (timed) EK_CUDA(cudaEventRecord(s.ev[4], stream));
+  }
+
+  // The layers of a small batch with folded LayerNorms (small_fold_gemm, small_gemm.cu): as
+  // enqueue_folded_layers, but each consumer GEMM computes its LayerNorm's r, n from the row sums
+  // (Σ, Σ²) in its epilogue, so no statistics kernel separates them: per layer q|k|v, attention,
+  // attention out, FFN up, FFN down. `sums` holds the embeddings' Σ, Σ² (Tn floats each), then
+  // room for each layer's x1 and x2 sums, zeroed. `hidden` holds the embeddings' sum on entry and
+  // each layer's LN2 input after it; x1 lives in `tmp`. The last LN2 is left to the pooling kernel
+  // (its r, n from one small statistics kernel, returned with its γ, β).
+  PoolNorm<__half> enqueue_small_folded_layers(Slot& s, int Tn, int I, float eps, const Offsets& off, int n_tiles,
+                                               int tile_rows, float* sums) {
+    const int d = int(cfg.hidden_size), H = int(cfg.num_heads), dh = d / H;
+    const cudaStream_t stream = s.stream;
+    Workspace& w = *s.ws;
+    int* const d_ints = w.d_ints;
+    __half* hid = static_cast<__half*>(w.hidden);
+    __half* x1 = static_cast<__half*>(w.tmp);
+    auto* qkv = static_cast<__half*>(w.qkv);
+    auto* ctx = static_cast<__half*>(w.ctx);
+    auto* inter = static_cast<__half*>(w.inter);
+    const float inv_d = 1.f / float(d);
+    const float *sum_x = sums, *sq_x = sums + Tn;  // the layer input's row sums
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const LayerW& L = layers[l];
+      const FoldW& F = fold[l];
+      float* const sum_x1 = sums + (2 + 4 * l) * size_t(Tn);
+      float *const sq_x1 = sum_x1 + Tn, *const sum_x2 = sq_x1 + Tn, *const sq_x2 = sum_x2 + Tn;
+      small_fold_gemm(SmallFold::Fold, Tn, 3 * d, d, hid, static_cast<const __half*>(F.w_qkv), nullptr, qkv,
+                      {sum_x, sq_x, F.s_qkv, F.c_qkv, inv_d, eps}, stream, tl_pdl_launch);
+      mark(&PhaseTimes::gemm);
+      launch_attention<__half>(dh, tile_rows, qkv, d_ints + off.cu, reinterpret_cast<const int2*>(d_ints + off.tiles),
+                               n_tiles, H, H, false, ctx, stream, /*q_prescaled=*/true);
+      mark(&PhaseTimes::attention);
+      // x1 = ctx·W_oᵀ + b_o + LN_in(x), and x1's row sums
+      small_fold_gemm(SmallFold::LnResidualSums, Tn, d, d, ctx, static_cast<const __half*>(L.w_o), hid, x1,
+                      {sum_x, sq_x, F.g_in, F.bb_o, inv_d, eps, sum_x1, sq_x1}, stream, tl_pdl_launch);
+      mark(&PhaseTimes::gemm);
+      small_fold_gemm(SmallFold::FoldGelu, Tn, I, d, x1, static_cast<const __half*>(F.w_i), nullptr, inter,
+                      {sum_x1, sq_x1, F.s_i, F.c_i, inv_d, eps}, stream, tl_pdl_launch);
+      mark(&PhaseTimes::gemm);
+      // x2 = inter·W_o2ᵀ + b_o2 + LN1(x1), LN2's input, into hidden, and its row sums
+      small_fold_gemm(SmallFold::LnResidualSums, Tn, d, I, inter, static_cast<const __half*>(L.w_o2), x1, hid,
+                      {sum_x1, sq_x1, F.g1, F.bb_o2, inv_d, eps, sum_x2, sq_x2}, stream, tl_pdl_launch);
+      mark(&PhaseTimes::gemm);
+      sum_x = sum_x2, sq_x = sq_x2;
+    }
+    float *const r = w.row_stats, *const n = w.row_stats + w.capacity;
+    launch_layernorm_stats_from_sums(sum_x, sq_x, Tn, d, eps, r, n, stream);
+    mark(&PhaseTimes::layernorm);
+    return PoolNorm<__half>{r, n, static_cast<const __half*>(layers.back().ln2_g),
+                            static_cast<const __half*>(layers.back().ln2_b)};
   }
 
   // The layers with folded LayerNorms (ln_fold_gemm.cu). `hidden` holds the embeddings' sum on
@@ -959,6 +1027,7 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   m.small_cutlass = !env_is("EMBEDKIT_SMALL_CUTLASS", "0") && p == Precision::F16 && small_gemm_usable() &&
                     m.fuse_residual && m.inter_epilogue == CUBLASLT_EPILOGUE_GELU_BIAS && cfg.hidden_size % 64 == 0 &&
                     cfg.intermediate_size % 64 == 0;
+  m.small_fold = m.small_cutlass && m.ln_fold >= 1 && !env_is("EMBEDKIT_SMALL_FOLD", "0");
   m.pdl = prop.major >= 9 && !env_is("EMBEDKIT_PDL", "0");
   m.zero_copy = !env_is("EMBEDKIT_ZERO_COPY", "0");
   if (p == Precision::F16) m.load<__half>(w);

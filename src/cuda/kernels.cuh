@@ -403,9 +403,11 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
                                            const T* __restrict__ g, const T* __restrict__ b, int T_, int d,
                                            int pos_off, float eps, T* __restrict__ out, float* __restrict__ raw_r,
                                            float* __restrict__ raw_n, const int* __restrict__ stage_src,
-                                           int* __restrict__ stage_dst, int n_stage) {
+                                           int* __restrict__ stage_dst, int n_stage, bool raw_sums,
+                                           float* __restrict__ zero, int n_zero) {
   wait_prior_grid();
   copy_stage(stage_src, stage_dst, n_stage);
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n_zero; i += gridDim.x * blockDim.x) zero[i] = 0.f;
   using P = Pair<T>;
   using C = PairChunk<typename P::type, kPairs>;
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -445,7 +447,14 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
         reinterpret_cast<C*>(out + size_t(t) * d)[lane + 32 * k] = r;
       }
     }
-    if (lane == 0) raw_r[t] = inv, raw_n[t] = -mean * inv;
+    if (lane == 0) {
+      if (raw_sums) {  // Σ and Σ² of the row, as the residual GEMMs' epilogues give them for later layers
+        raw_r[t] = mean * float(d);
+        raw_n[t] = (1.f / (inv * inv) - eps + mean * mean) * float(d);
+      } else {
+        raw_r[t] = inv, raw_n[t] = -mean * inv;
+      }
+    }
     return;
   }
   store_normalized<T>(v, per, mean, inv, g, b, out + size_t(t) * d, lane);
@@ -453,21 +462,24 @@ __global__ void embed_layernorm_vec_kernel(const int* __restrict__ ids, const in
 
 // pairs as for launch_add_layernorm (-1: the widest d allows; 0: the scalar kernel, any d % 32 == 0).
 // raw_r, raw_n (fp32 [T_]): write the sum without its LayerNorm and the LayerNorm's row statistics
-// there (r = 1/sqrt(var + eps), n = −mean·r; pairs ≥ 1 only), for the folded path (ln_fold_gemm.cu).
+// there (r = 1/sqrt(var + eps), n = −mean·r; pairs ≥ 1 only), for the folded path (ln_fold_gemm.cu);
+// with raw_sums, the row's Σ and Σ² instead (the small folded path, small_gemm.cu). zero[0, n_zero)
+// is set to 0 on the way (the small folded path's row-sum buffers, which its GEMMs add into).
 template <typename T>
 void launch_embed_layernorm(const int* ids, const int* types, const int* pos, const T* word, const T* pos_emb,
                             const T* type_emb, const T* g, const T* b, int T_, int d, int pos_off, float eps, T* out,
                             cudaStream_t stream, int pairs = -1, float* raw_r = nullptr, float* raw_n = nullptr,
-                            const int* stage_src = nullptr, int* stage_dst = nullptr, int n_stage = 0) {
+                            const int* stage_src = nullptr, int* stage_dst = nullptr, int n_stage = 0,
+                            bool raw_sums = false, float* zero = nullptr, int n_zero = 0) {
   const int warps = 8;
   const dim3 grid((T_ + warps - 1) / warps), block(32 * warps);
   if (pairs < 0) pairs = d % 256 == 0 ? 4 : d % 128 == 0 ? 2 : d % 64 == 0 ? 1 : 0;
   EK_CHECK((pairs == 0 || pairs == 1 || pairs == 2 || pairs == 4) && (pairs == 0 || d % (64 * pairs) == 0),
            "embeddings: " + std::to_string(pairs) + " element pairs per load do not divide d = " + std::to_string(d));
-  EK_CHECK(!raw_r || pairs > 0, "embeddings: the raw sum needs d % 64 == 0, found d = " + std::to_string(d));
+  EK_CHECK((!raw_r && !zero) || pairs > 0, "embeddings: the raw sum needs d % 64 == 0, found d = " + std::to_string(d));
 #define EK_EMB_LN(KERNEL)                                                                                    \
   launch_kernel(KERNEL, grid, block, 0, stream, ids, types, pos, word, pos_emb, type_emb, g, b, T_, d, pos_off, eps, \
-                out, raw_r, raw_n, stage_src, stage_dst, n_stage)
+                out, raw_r, raw_n, stage_src, stage_dst, n_stage, raw_sums, zero, n_zero)
   if (pairs == 4) EK_EMB_LN((embed_layernorm_vec_kernel<T, 4>));
   else if (pairs == 2) EK_EMB_LN((embed_layernorm_vec_kernel<T, 2>));
   else if (pairs == 1) EK_EMB_LN((embed_layernorm_vec_kernel<T, 1>));
