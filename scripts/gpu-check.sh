@@ -8,6 +8,7 @@
 #   pipelined vs synchronous batches and the LayerNorm load widths, long workload (~3 min):
 #                                bash scripts/gpu-check.sh checks pipeline
 #   server under load, wrk (~2 min a round): bash scripts/gpu-check.sh serve-wrk   (SERVE_ROUNDS, SERVE_BIN, SERVE_VARIANTS…)
+#   nothing lost under load (~3.5 min): bash scripts/gpu-check.sh serve-soak   (256 clients × 60 s, 1,024, SIGTERM)
 #   small batches side by side on the device (~1 min): bash scripts/gpu-check.sh small-batches
 #   one small batch's device pass, PDL and zero-copy on/off (~1 min): bash scripts/gpu-check.sh small-pass
 #   each kernel of a small batch's pass timed by ncu (~1 min): bash scripts/gpu-check.sh kernel-times
@@ -21,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 M=/tmp/ek-models
 mkdir -p $M
 case " $stages " in
-  *" checks "*|*" small-pass "*|*" small-batches "*|*" kernel-times "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" serve-wrk "*|*" torch-"*|*" ab "*)
+  *" checks "*|*" small-pass "*|*" small-batches "*|*" kernel-times "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" serve-soak "*|*" serve-wrk "*|*" torch-"*|*" ab "*)
     [ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm ;;
 esac
 # Random-initialised Qwen3 models (tools/make_random_qwen3.py, numpy, seed 0) with Qwen3's real
@@ -235,6 +236,33 @@ PY
       kill -TERM $spid; wait $spid; echo "server exit code $?"
       summary+=("serve metrics: $(tr '\n' ' ' < "$OUT/serve_metrics.txt")")
       ;;
+    serve-soak)
+      # Issue 4's "nothing lost" bar on the GPU: ${SOAK_CONC:-256} clients sending mixed-length
+      # corpus lines (single and 32-text requests, both routes' worth on the OpenAI route) for
+      # ${SOAK_SECS:-60} s each, then 1,024 connections, every embedding checked against the offline
+      # output (bench/server_load.py --check); then SIGTERM 8 s into a 256 × 32-text load: every
+      # accepted request must be answered (and correct) and the server must exit 0.
+      grep -v '^[[:space:]]*$' $D/lines.txt | head -n ${SERVE_TEXTS:-100000} > /tmp/serve_texts.txt
+      $D/bin/embedkit embed -m $M/minilm --device cuda -i /tmp/serve_texts.txt -f npy -o /tmp/serve_offline.npy \
+        > "$OUT/soak_offline.log" 2>&1
+      $D/bin/embedkit serve -m $M/minilm --device cuda --port 18083 --log-level warn --auto-truncate > "$OUT/soak_server.log" 2>&1 &
+      spid=$!
+      for _ in $(seq 300); do curl -sf localhost:18083/health >/dev/null && break; sleep 0.1; done
+      python3 bench/server_load.py --url http://127.0.0.1:18083 --texts /tmp/serve_texts.txt --check /tmp/serve_offline.npy \
+        --concurrency ${SOAK_CONC:-256} --batch 1,32 --duration ${SOAK_SECS:-60} --route openai --processes 8 \
+        --json "$OUT/soak_256.json" 2>&1 | tee "$OUT/soak_256.log" | grep '^|'
+      python3 bench/server_load.py --url http://127.0.0.1:18083 --texts /tmp/serve_texts.txt --check /tmp/serve_offline.npy \
+        --concurrency 1024 --batch 1 --duration 30 --route openai --processes 8 \
+        --json "$OUT/soak_1024.json" 2>&1 | tee "$OUT/soak_1024.log" | grep '^|'
+      curl -s localhost:18083/metrics | grep -E "^te_request_(count|success|failure)" | tee "$OUT/soak_metrics.txt"
+      python3 bench/server_load.py --url http://127.0.0.1:18083 --texts /tmp/serve_texts.txt --check /tmp/serve_offline.npy \
+        --concurrency 256 --batch 32 --duration 20 --sigterm-after 8 --server-pid $spid --route openai \
+        --json "$OUT/soak_sigterm.json" 2>&1 | tee "$OUT/soak_sigterm.log" | grep '^|'
+      wait $spid; rc=$?
+      echo "server exit code $rc; $(grep -hE 'SIGTERM|all requests answered' "$OUT/soak_server.log" | tr '\n' ' ')"
+      summary+=("serve-soak:" "$(grep -h '^|' "$OUT"/soak_256.log "$OUT"/soak_1024.log "$OUT"/soak_sigterm.log)"
+                "$(tr '\n' ' ' < "$OUT/soak_metrics.txt")" "server exit code $rc; $(grep -hE 'SIGTERM|all requests answered' "$OUT/soak_server.log" | tr '\n' ' ')")
+      ;;
     serve-cpp)
       # Single- and 32-text requests with EmbedBench's C++ client (a thread per connection; far
       # cheaper per request than the Python load generator), against offline `embedkit embed` on
@@ -312,9 +340,16 @@ PY
         timeout 120 $D/bin/embedkit embed -m $M/minilm --device cuda -i /tmp/short50.txt -f npy -o /tmp/short50.npy --timings \
           > "$OUT/servewrk_offline_$r.log" 2>&1
       done
-      rates=$(grep -hoE 'embed total[^(]*\(([0-9.]+) texts/s' "$OUT"/servewrk_offline_*.log | grep -oE '[0-9.]+ texts/s' | cut -d' ' -f1 | sort -n)
+      rates=$(grep -hoE 'embed total[^(]*\(([0-9.]+) texts/s' "$OUT"/servewrk_offline_[0-9].log | grep -oE '[0-9.]+ texts/s' | cut -d' ' -f1 | sort -n)
       best=$(echo "$rates" | tail -1)
       summary+=("serve-wrk offline short×50 (5 runs): $(echo $rates | tr ' ' '/') texts/s; median $(echo "$rates" | sed -n "$(( ($(echo "$rates" | wc -l) + 1) / 2 ))p"), best $best (the ratios' reference)")
+      # SERVE_PAIRED=1: one more offline run after each server run, and each server level divided by
+      # the mean of the offline runs just before and after it (the machine's speed drifts between
+      # runs; bench/server_vs_offline.py does the same on the CPU). The summary gives, per variant
+      # and level, the median of those paired ratios beside the median ratio to the best.
+      last_offline=$(grep -hoE 'embed total[^(]*\(([0-9.]+) texts/s' "$OUT/servewrk_offline_5.log" | grep -oE '[0-9.]+ texts/s' | cut -d' ' -f1)
+      paired_log="$OUT/servewrk_paired.jsonl"
+      : > "$paired_log"
       # SERVE_VARIANTS: server set-ups to compare in turn, separated by ';' — each a list of words,
       # EMBEDKIT_*=value ones set in the server's environment, the others added to its flags
       # (e.g. "--max-wait 0;--max-wait 0.1;EMBEDKIT_PIPELINE=1").
@@ -335,12 +370,39 @@ PY
               --json "$OUT/servewrk_$tag.json" 2>&1 | tee "$OUT/servewrk_$tag.log"
             summary+=("serve-wrk round $round $bin [$v]:" "$(grep '^|' "$OUT/servewrk_$tag.log")")
             kill -TERM $spid; wait $spid; echo "server exit code $?"
+            if [ "${SERVE_PAIRED:-0}" = 1 ]; then
+              timeout 120 $D/bin/embedkit embed -m $M/minilm --device cuda -i /tmp/short50.txt -f npy -o /tmp/short50.npy \
+                --timings > "$OUT/servewrk_offline_after_$tag.log" 2>&1
+              after=$(grep -hoE 'embed total[^(]*\(([0-9.]+) texts/s' "$OUT/servewrk_offline_after_$tag.log" | grep -oE '[0-9.]+ texts/s' | cut -d' ' -f1)
+              python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [print(json.dumps({"variant": sys.argv[2], "batch": r["batch"], "concurrency": r["concurrency"], "texts_per_s": r["texts_per_s"], "before": float(sys.argv[3]), "after": float(sys.argv[4]), "best": float(sys.argv[5])})) for r in d["rows"]]' \
+                "$OUT/servewrk_$tag.json" "$v" "${last_offline:-0}" "${after:-0}" "${best:-0}" >> "$paired_log"
+              last_offline=$after
+            fi
             # EMBEDKIT_BATCHER_PROFILE=1: the submitter's and collector's time per step, printed at exit
             # EMBEDKIT_REQUEST_PROFILE=1: where a request's server time goes, printed at exit
             grep -hE "batcher (submitter|collector)|request profile" "$slog" && summary+=("$(grep -hE 'batcher (submitter|collector)|request profile' "$slog" | tr '\n' ' ')")
           done
         done
       done
+      if [ "${SERVE_PAIRED:-0}" = 1 ] && [ -s "$paired_log" ]; then
+        python3 - "$paired_log" <<'PY' | tee "$OUT/servewrk_paired.txt"
+import collections, json, statistics, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows[(r["variant"].strip() or "default", r["batch"], r["concurrency"])].append(r)
+print("| variant | texts/request | concurrency | runs | texts/s (each) | ÷ neighbouring offline runs: median (each) | ÷ best of the first five: median |")
+print("|---|---:|---:|---:|---|---|---:|")
+for (v, b, c), rs in rows.items():
+    paired = [r["texts_per_s"] / ((r["before"] + r["after"]) / 2) for r in rs if r["before"] > 0 and r["after"] > 0]
+    best = [r["texts_per_s"] / r["best"] for r in rs if r["best"] > 0]
+    print("| %s | %d | %d | %d | %s | %.2f× (%s) | %.2f× |" % (
+        v, b, c, len(rs), ", ".join("%.0f" % r["texts_per_s"] for r in rs),
+        statistics.median(paired) if paired else float("nan"), ", ".join("%.2f" % x for x in paired),
+        statistics.median(best) if best else float("nan")))
+PY
+        summary+=("$(cat "$OUT/servewrk_paired.txt")")
+      fi
       ;;
     torch-minilm|torch-bge)
       name=${s#torch-}

@@ -1013,7 +1013,8 @@ BertEncoder::BertEncoder(const TransformerConfig& cfg, const BertWeights& w, Pre
   }
   // Folded LayerNorms: fp16, Hopper with CUTLASS built in, the tanh-GELU epilogue (the folded
   // FFN-up GEMM computes the same), the fused residual path, d a multiple of 64. The unfolded
-  // weights stay too: small (graph-replayed) batches keep the cuBLASLt path.
+  // weights stay too: small batches without the small-batch CUTLASS path (small_fold below) and
+  // bf16 run unfolded layers.
   const char* fold_env = std::getenv("EMBEDKIT_LN_FOLD");
   const int fold_mode = testing_ln_fold_override >= 0 ? testing_ln_fold_override
                         : fold_env && *fold_env            ? std::atoi(fold_env)
