@@ -16,6 +16,7 @@
 #include "util/error.h"
 
 #ifdef EMBEDKIT_HAVE_CUTLASS
+#include "cuda/ln_fold_gemm.cuh"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -164,17 +165,17 @@ struct LnResidualFn {  // (acc, C, Σ, Σ² of C, γ, bb) → acc + bb + (C·r +
 
 template <SmallFold KIND, class Tile>
 struct SmallFoldGemm {
-  using PerRow = fu::Sm90ColBroadcast<0, Tile, float, float, Stride<_1, _0, int64_t>>;  // one value per token (M)
-  using PerCol = fu::Sm90RowBroadcast<0, Tile, float, float, Stride<_0, _1, int64_t>>;  // one value per feature (N)
+  // The big-batch folds' per-token and per-feature vectors and atomic row sums (ln_fold_gemm.cuh).
+  using PerRow = typename ln_fold::Trees<Tile>::RowVec;  // one value per token (M)
+  using PerCol = typename ln_fold::Trees<Tile>::ColVec;  // one value per feature (N)
+  using RowSum = typename ln_fold::Trees<Tile>::RowSum;  // Σ over the tile's columns, added atomically per row
   template <template <class> class F, class Out>
   using Op = fu::Sm90Compute<F, Out, float, cutlass::FloatRoundStyle::round_to_nearest>;
   template <template <class> class F, class Out>
   using FoldTree = fu::Sm90EVT<Op<F, Out>, fu::Sm90AccFetch, PerRow, PerRow, PerCol, PerCol>;
   template <class Out>
   using ResidualTree = fu::Sm90EVT<Op<LnResidualFn, Out>, fu::Sm90AccFetch, fu::Sm90SrcFetch<Half>, PerRow, PerRow, PerCol, PerCol>;
-  // Σy and Σy² of the output rows (fp32, before rounding), added atomically into per-row sums.
-  using RowSum = fu::Sm90ColReduction<cutlass::plus, cutlass::plus, cutlass::atomic_add, 0, Tile, float, float,
-                                      cutlass::FloatRoundStyle::round_to_nearest, Stride<_1, _0, int64_t>>;
+  // The residual GEMM's value y, written as D, with Σy and Σy² of its rows (fp32, before rounding).
   using ResidualSums = fu::Sm90SplitTreeVisitor<
       ResidualTree<float>,                                                                 // y (input tree)
       fu::Sm90EVT<Op<cutlass::epilogue::thread::Identity, Half>, fu::Sm90SplitTreeFetch>,  // D = y

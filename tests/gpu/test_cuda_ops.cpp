@@ -633,61 +633,54 @@ TEST_P(CudaOps, EncoderPipelinedMatchesSynchronous) {
   }
 }
 
-// The encoder with its LayerNorms folded into the GEMMs (EMBEDKIT_LN_FOLD=2: every batch, CUDA
-// graph captures and replays included) against the same encoder without (0), fp16.
+// Both encoders on the same tiny-model batches of these shapes, three rounds (shapes repeat, so
+// CUDA graphs are captured, then replayed): mean and CLS rows within 2e-3 (‖Δ‖/‖ref‖).
+void expect_encoders_agree(cuda::BertEncoder& ref, cuda::BertEncoder& test, const std::vector<std::vector<int>>& shapes) {
+  PoolingConfig pc;
+  pc.mean = pc.cls = true;
+  for (int round = 0; round < 3; ++round) {
+    for (size_t k = 0; k < shapes.size(); ++k) {
+      const PackedBatch b = tiny_batch(shapes[k], uint32_t(round * 10 + k));
+      const size_t n = size_t(b.sequences()) * 2 * kTinyD;
+      std::vector<float> want(n, NAN), got(n, NAN);
+      ref.encode(b, pc, {}, true, want.data());
+      test.encode(b, pc, {}, true, got.data());
+      EXPECT_LT(rel_err(got, want), 2e-3) << "round " << round << " tokens " << b.tokens();
+    }
+  }
+}
+
+// The encoder with its LayerNorms folded into the GEMMs (EMBEDKIT_LN_FOLD=2: every batch) against
+// the same encoder without (0), fp16.
 TEST(CudaLnFold, EncoderFoldedMatchesUnfolded) {
   std::string why;
   if (!cuda::available(&why)) GTEST_SKIP() << why;
   if (!cuda::testing::ln_fold_available()) GTEST_SKIP() << "no Hopper GPU or no CUTLASS in this build";
   TransformerConfig cfg;
   const BertWeights w = tiny_bert(Precision::F16, cfg);
-  PoolingConfig pc;
-  pc.mean = pc.cls = true;
   cuda::testing::set_ln_fold(0);
   cuda::BertEncoder plain(cfg, w, Precision::F16, 1024);
   cuda::testing::set_ln_fold(2);
   cuda::BertEncoder folded(cfg, w, Precision::F16, 1024);
   cuda::testing::set_ln_fold(-1);
-  for (int round = 0; round < 3; ++round) {  // shapes repeat: graphs are captured, then replayed
-    for (const auto& lens : std::vector<std::vector<int>>{{5, 17, 3}, {300, 100}, {1}, {512}}) {
-      const PackedBatch b = tiny_batch(lens, uint32_t(round * 10 + lens.size()));
-      const size_t n = size_t(b.sequences()) * 2 * kTinyD;
-      std::vector<float> want(n, NAN), got(n, NAN);
-      plain.encode(b, pc, {}, true, want.data());
-      folded.encode(b, pc, {}, true, got.data());
-      EXPECT_LT(rel_err(got, want), 2e-3) << "round " << round << " tokens " << b.tokens();
-    }
-  }
+  expect_encoders_agree(plain, folded, {{5, 17, 3}, {300, 100}, {1}, {512}});
 }
 
 // Small batches with their LayerNorms folded into CUTLASS GEMMs whose epilogues take the row
 // statistics from the residual GEMMs' row sums (the default for fp16 batches of up to 1,024
 // tokens on Hopper) against the same encoder without (EMBEDKIT_SMALL_FOLD=0: CUTLASS GEMMs and
-// LayerNorm kernels), graph captures and replays included; and the big-batch path (2,048 tokens)
-// unchanged by the switch.
+// LayerNorm kernels); and the big-batch path (2,048 tokens) unchanged by the switch.
 TEST(CudaLnFold, SmallBatchesFoldedMatchUnfolded) {
   std::string why;
   if (!cuda::available(&why)) GTEST_SKIP() << why;
   if (!cuda::testing::ln_fold_available()) GTEST_SKIP() << "no Hopper GPU or no CUTLASS in this build";
   TransformerConfig cfg;
   const BertWeights w = tiny_bert(Precision::F16, cfg);
-  PoolingConfig pc;
-  pc.mean = pc.cls = true;
   setenv("EMBEDKIT_SMALL_FOLD", "0", 1);
   cuda::BertEncoder plain(cfg, w, Precision::F16, 4096);
   unsetenv("EMBEDKIT_SMALL_FOLD");
   cuda::BertEncoder folded(cfg, w, Precision::F16, 4096);
-  const std::vector<std::vector<int>> shapes = {{5, 17, 3}, {300, 100}, {1}, {40, 40, 9}, {512}, {512, 512, 512, 512}};
-  for (int round = 0; round < 3; ++round) {
-    for (size_t k = 0; k < shapes.size(); ++k) {
-      const PackedBatch b = tiny_batch(shapes[k], uint32_t(round * 10 + k));
-      const size_t n = size_t(b.sequences()) * 2 * kTinyD;
-      std::vector<float> want(n, NAN), got(n, NAN);
-      plain.encode(b, pc, {}, true, want.data());
-      folded.encode(b, pc, {}, true, got.data());
-      EXPECT_LT(rel_err(got, want), 2e-3) << "round " << round << " tokens " << b.tokens();
-    }
-  }
+  expect_encoders_agree(plain, folded, {{5, 17, 3}, {300, 100}, {1}, {40, 40, 9}, {512}, {512, 512, 512, 512}});
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, CudaOps, ::testing::Values(Precision::F16, Precision::BF16),
