@@ -38,7 +38,7 @@ using Half = cutlass::half_t;
 
 // The sm90 TMA warp-specialized ping-pong GEMM for an epilogue tree: row-major A [M, K], W [N, K]
 // (nn.Linear), fp16 in and out, fp32 accumulation; ElementC the source C's type (void: none).
-template <class Tree, class ElementC, class Tile, class Cluster>
+template <class Tree, class ElementC, class Tile, class Cluster = Shape<_1, _1, _1>>
 struct Sm90Gemm {
   using Row = cutlass::layout::RowMajor;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
@@ -88,7 +88,7 @@ struct Sm90Gemm {
   }
 };
 
-template <SmallEpilogue EPI, class Tile, class ClusterShape = Shape<_1, _1, _1>>
+template <SmallEpilogue EPI, class Tile>
 struct SmallGemm {
   using Bias = fu::Sm90RowBroadcast<0, Tile, Half, float, Stride<_0, _1, int64_t>>;  // one value per column (N)
   template <template <class> class F, class Out = float>
@@ -99,7 +99,7 @@ struct SmallGemm {
       EPI == SmallEpilogue::Bias, fu::Sm90EVT<Op<cutlass::plus, Half>, fu::Sm90AccFetch, Bias>,
       cute::conditional_t<EPI == SmallEpilogue::BiasGelu, fu::Sm90EVT<Op<cutlass::epilogue::thread::GELU_taylor, Half>, AccBias>,
                           fu::Sm90EVT<Op<cutlass::plus, Half>, AccBias, fu::Sm90SrcFetch<Half>>>>;
-  using G = Sm90Gemm<Tree, cute::conditional_t<kResidual, Half, void>, Tile, ClusterShape>;
+  using G = Sm90Gemm<Tree, cute::conditional_t<kResidual, Half, void>, Tile>;
 
   static void run(int M, int N, int K, const __half* A, const __half* W, const __half* b, const __half* C, __half* D,
                   int sms, cudaStream_t stream, bool pdl) {
@@ -184,7 +184,7 @@ struct SmallFoldGemm {
   static constexpr bool kResidual = KIND == SmallFold::LnResidualSums;
   using Tree = cute::conditional_t<KIND == SmallFold::Fold, FoldTree<FoldFn, Half>,
                                    cute::conditional_t<KIND == SmallFold::FoldGelu, FoldTree<FoldGeluFn, Half>, ResidualSums>>;
-  using G = Sm90Gemm<Tree, cute::conditional_t<kResidual, Half, void>, Tile, Shape<_1, _1, _1>>;
+  using G = Sm90Gemm<Tree, cute::conditional_t<kResidual, Half, void>, Tile>;
 
   static void run(int M, int N, int K, const __half* A, const __half* W, const __half* C, __half* D,
                   const SmallFoldArgs& f, int sms, cudaStream_t stream, bool pdl) {
