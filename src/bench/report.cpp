@@ -169,13 +169,17 @@ std::vector<Table> build_tables(const Value& rep) {
               "chosen: " + fmt(sw->num("chosen"), 0) + " (" + sig(sw->num("chosen_texts_per_s")) + " texts/s); best: " +
                   fmt(sw->num("best"), 0) + " (" + sig(sw->num("best_texts_per_s")) + " texts/s); rule: " + sw->str("rule") +
                   " (" + fmt(100 * sw->num("tolerance"), 0) + "%)",
-              {key, "iterations", "texts/s", "tokens/s", "p50 ms", "p99 ms", "RSS peak MB", ""}};
+              {key, "iterations", "texts/s", "texts/s by round", "tokens/s", "p50 ms", "p99 ms", "RSS peak MB", ""}};
       for (auto& p : sw->at("points").items()) {
         const double x = p.num(key);
         std::string mark = x == sw->num("chosen") ? "chosen" : "";
         if (x == sw->num("best")) mark += mark.empty() ? "best" : ", best";
-        t.rows.push_back({fmt(x, 0), fmt(p.num("iterations"), 0), sig(p.num("texts_per_s")), sig(p.num("tokens_per_s")),
-                          sig(p.num("latency_p50_ms")), sig(p.num("latency_p99_ms")), fmt(p.num("rss_peak_mb")), mark});
+        std::string by_round;
+        if (const Value* rt = p.find("round_texts_per_s"))
+          for (auto& v : rt->items()) by_round += (by_round.empty() ? "" : " / ") + sig(v.number());
+        t.rows.push_back({fmt(x, 0), fmt(p.num("iterations"), 0), sig(p.num("texts_per_s")), by_round.empty() ? "–" : by_round,
+                          sig(p.num("tokens_per_s")), sig(p.num("latency_p50_ms")), sig(p.num("latency_p99_ms")),
+                          fmt(p.num("rss_peak_mb")), mark});
       }
       out.push_back(t);
     }

@@ -26,6 +26,7 @@ struct Flags {
   std::vector<size_t> sweep_batch_sizes, sweep_token_budgets;
   double sweep_tolerance = -1, warmup_seconds = -1, min_seconds = -1;
   size_t sweep_min_texts = 0;
+  int sweep_rounds = 0;
   bool no_progress = false, quiet = false, no_local_tokens = false;
   int sample_ms = 20;
   double cpu_watts = 10.0, timeout_s = 120;
@@ -92,7 +93,7 @@ void read_config(const std::string& path, bench::BenchOptions& opt) {
     const std::set<std::string> known = {"kind", "name", "corpus", "batch_size", "iterations", "warmup",
                                          "warmup_seconds", "min_seconds", "models",
                                          "devices", "dtypes", "threads", "sweep_batch_sizes", "sweep_token_budgets",
-                                         "sweep_min_texts", "sweep_tolerance"};
+                                         "sweep_min_texts", "sweep_tolerance", "sweep_rounds"};
     for (auto [k, v] : json::object_of(e))
       if (!known.count(std::string(k))) throw Error(where + ": unknown field \"" + std::string(k) + "\"");
     if (auto v = json::opt_string(e, "name", where)) s.name = *v;
@@ -104,6 +105,10 @@ void read_config(const std::string& path, bench::BenchOptions& opt) {
     if (auto v = json::opt_double(e, "min_seconds", where)) s.min_seconds = *v;
     if (auto v = json::opt_int(e, "sweep_min_texts", where)) s.sweep_min_texts = size_t(*v);
     if (auto v = json::opt_double(e, "sweep_tolerance", where)) s.sweep_tolerance = *v;
+    if (auto v = json::opt_int(e, "sweep_rounds", where)) {
+      if (*v < 1) throw Error(where + ".sweep_rounds: must be at least 1, got " + std::to_string(*v));
+      s.sweep_rounds = int(*v);
+    }
     if (auto v = json::field(e, "models")) s.models = strings_of(*v, where + ".models");
     if (auto v = json::field(e, "devices")) s.devices = strings_of(*v, where + ".devices");
     if (auto v = json::field(e, "dtypes")) s.dtypes = strings_of(*v, where + ".dtypes");
@@ -160,6 +165,8 @@ CLI::App* add_bench_command(CLI::App& app) {
       ->delimiter(',');
   b->add_option("--sweep-tolerance", f.sweep_tolerance, "sweep: choose the smallest setting within this share of the best (0.02)");
   b->add_option("--sweep-min-texts", f.sweep_min_texts, "sweep: texts embedded per point, at least (512)");
+  b->add_option("--sweep-rounds", f.sweep_rounds,
+                "sweep: rounds the points take turns in; each point keeps its best round (3)");
   b->add_option("-o,--out", f.out, "Report directory: embedbench.json, embedbench.md, embedbench.html")->capture_default_str();
   b->add_flag("--no-progress", f.no_progress, "No progress bar");
   b->add_flag("-q,--quiet", f.quiet, "Do not print the Markdown report to stdout");
@@ -220,6 +227,10 @@ int run_bench_command(int argc, char** argv) {
     if (given("--sweep-token-budgets")) s.sweep_token_budgets = f.sweep_token_budgets, s.sweep_batch_sizes.clear();
     if (given("--sweep-tolerance")) s.sweep_tolerance = f.sweep_tolerance;
     if (given("--sweep-min-texts")) s.sweep_min_texts = f.sweep_min_texts;
+    if (given("--sweep-rounds")) {
+      if (f.sweep_rounds < 1) throw Error("--sweep-rounds must be at least 1");
+      s.sweep_rounds = f.sweep_rounds;
+    }
     if (s.sweep_tolerance < 0 || s.sweep_tolerance >= 1) throw Error("--sweep-tolerance must be in [0, 1)");
   }
   if (!f.corpus_dir.empty()) opt.corpus_dir = f.corpus_dir;
