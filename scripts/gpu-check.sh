@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 M=/tmp/ek-models
 mkdir -p $M
 case " $stages " in
-  *" checks "*|*" small-pass "*|*" small-batches "*|*" kernel-times "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" serve "*|*" serve-soak "*|*" serve-wrk "*|*" torch-"*|*" ab "*)
+  *" checks "*|*" small-pass "*|*" small-batches "*|*" kernel-times "*|*" bench-"*|*" profile-"*|*" sweep-"*|*" e2e-cli "*|*" embedbench "*|*" serve "*|*" serve-soak "*|*" serve-wrk "*|*" torch-"*|*" ab "*)
     [ -f $M/minilm/model.safetensors ] || python3 bench/make_random_model.py --preset minilm --tokenizer-from $D/tokenizer --out $M/minilm ;;
 esac
 # Random-initialised Qwen3 models (tools/make_random_qwen3.py, numpy, seed 0) with Qwen3's real
@@ -144,6 +144,18 @@ for l in sys.stdin:
         /usr/bin/time -f "wall %e s, max RSS %M KB" $D/bin/embedkit embed -m $M/minilm --device cuda -i $D/lines.txt \
           -f $fmt -o /tmp/e2e.$fmt --timings 2>&1 | tee "$OUT/e2e_cli_$fmt.log"
         summary+=("e2e-cli $fmt: $(grep -E 'embed total|wall' "$OUT/e2e_cli_$fmt.log" | tr -s ' ' | tr '\n' ';')")
+      done
+      ;;
+    embedbench)
+      # EmbedBench on the GPU: throughput, and the sweeps over batch sizes and token budgets (their
+      # points take turns over interleaved rounds, each keeping its best); the report's tables.
+      $D/bin/embedkit bench throughput sweep -m $M/minilm --device cuda --no-progress \
+        --sweep-batch-sizes ${EB_SIZES:-8,64,512} -o "$OUT/embedbench_sizes" > "$OUT/embedbench_sizes.log" 2>&1
+      $D/bin/embedkit bench sweep -m $M/minilm --device cuda --no-progress --batch-size 512 \
+        --sweep-token-budgets ${EB_BUDGETS:-2048,16384} -o "$OUT/embedbench_budgets" > "$OUT/embedbench_budgets.log" 2>&1
+      for f in sizes budgets; do
+        grep -E "^chosen|^\| [0-9]" "$OUT/embedbench_$f.log" | tail -8
+        summary+=("embedbench $f: $(grep -E '^chosen' "$OUT/embedbench_$f.log" | cut -c1-90)")
       done
       ;;
     small-batches)

@@ -420,15 +420,16 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
   const size_t n = settings.size();
   const int rounds = s.sweep_rounds;
   std::vector<size_t> batch(n);
-  std::vector<int> calls(n), round_calls(n);
+  std::vector<int> round_calls(n);
   for (size_t k = 0; k < n; ++k) {
     batch[k] = budgets ? s.batch_size : settings[k];
     // Enough calls that every point embeds at least sweep_min_texts texts (and `iterations` calls).
-    calls[k] = std::max<int>(s.iterations, int((s.sweep_min_texts + batch[k] - 1) / batch[k]));
-    round_calls[k] = (calls[k] + rounds - 1) / rounds;
+    const int calls = std::max<int>(s.iterations, int((s.sweep_min_texts + batch[k] - 1) / batch[k]));
+    round_calls[k] = (calls + rounds - 1) / rounds;
   }
   std::vector<std::optional<Measured>> best_round(n);
   std::vector<std::vector<double>> round_tput(n);
+  std::vector<int> calls_run(n, 0);  // past round_calls where a time floor stretched a round
   for (int round = 0; round < rounds; ++round) {
     for (size_t i = 0; i < n; ++i) {
       const size_t k = round % 2 == 0 ? i : n - 1 - i;
@@ -451,6 +452,7 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
                                std::to_string(round + 1) + "/" + std::to_string(rounds),
                            false);
       round_tput[k].push_back(m.texts_per_s);
+      calls_run[k] += int(m.v.num("iterations"));
       if (!best_round[k] || m.texts_per_s > best_round[k]->texts_per_s) best_round[k] = std::move(m);
     }
   }
@@ -461,7 +463,7 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
     Value p = Value::object();
     p[budgets ? "token_budget" : "batch_size"] = settings[k];
     p["batch_size"] = batch[k];
-    p["iterations"] = round_calls[k] * rounds;
+    p["iterations"] = calls_run[k];
     p["rounds"] = rounds;
     p["round_texts_per_s"] = Value::array_of(round_tput[k]);
     // The figures below are the best round's.
