@@ -30,7 +30,7 @@ struct ScenarioSpec {
   std::vector<int> threads;
   // sweep: batch sizes, or token budgets (EmbedderOptions::batch_tokens) at a fixed batch size.
   std::vector<size_t> sweep_batch_sizes, sweep_token_budgets;
-  size_t sweep_min_texts = 512;   // each point embeds at least this many texts (and 3 calls)
+  size_t sweep_min_texts = 512;   // each point embeds at least this many texts over the rounds (and 3 calls)
   double sweep_tolerance = 0.02;  // choose the smallest setting within this share of the best
   int sweep_rounds = 3;           // each point's calls split over this many interleaved rounds
 };

@@ -168,7 +168,10 @@ std::vector<Table> build_tables(const Value& rep) {
       Table t{"Sweep: " + name + " (" + key + ")",
               "chosen: " + fmt(sw->num("chosen"), 0) + " (" + sig(sw->num("chosen_texts_per_s")) + " texts/s); best: " +
                   fmt(sw->num("best"), 0) + " (" + sig(sw->num("best_texts_per_s")) + " texts/s); rule: " + sw->str("rule") +
-                  " (" + fmt(100 * sw->num("tolerance"), 0) + "%)",
+                  " (" + fmt(100 * sw->num("tolerance"), 0) + "%)" +
+                  (sw->find("round_texts") ? "; each round: every point on the corpus's first " +
+                                                 fmt(sw->num("round_texts"), 0) + " texts"
+                                           : ""),
               {key, "iterations", "texts/s", "texts/s by round", "tokens/s", "p50 ms", "p99 ms", "RSS peak MB", ""}};
       for (auto& p : sw->at("points").items()) {
         const double x = p.num(key);

@@ -415,18 +415,21 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
   if (s.sweep_rounds < 1) throw Error(s.name + ": sweep rounds must be at least 1");
   // Other work on the machine comes in spells of seconds: with one point measured after the other, a
   // slow spell lands on one setting and makes it lose (CI once chose batch 128 at 5% under batch 32).
-  // So each point's calls are split over sweep_rounds rounds in which the points take turns (forward,
-  // then backward, ...), and each point keeps its best round: interference only ever lowers a figure.
+  // So the points take turns over sweep_rounds rounds (forward, then backward, ...), and each point
+  // keeps its best round: interference only ever lowers a figure. A best-of is fair only between
+  // equal work, and the corpus mixes lengths, so in every round every point embeds the same texts:
+  // the corpus's first T, T a multiple of the largest batch (every batch of a power-of-two sweep
+  // divides it; another size walks up to one batch further) and at least sweep_min_texts / rounds.
   const size_t n = settings.size();
   const int rounds = s.sweep_rounds;
   std::vector<size_t> batch(n);
+  for (size_t k = 0; k < n; ++k) batch[k] = budgets ? s.batch_size : settings[k];
+  const size_t max_batch = *std::max_element(batch.begin(), batch.end());
+  const size_t min_round_texts = (s.sweep_min_texts + size_t(rounds) - 1) / size_t(rounds);
+  const size_t round_texts = std::max<size_t>(1, (min_round_texts + max_batch - 1) / max_batch) * max_batch;
   std::vector<int> round_calls(n);
-  for (size_t k = 0; k < n; ++k) {
-    batch[k] = budgets ? s.batch_size : settings[k];
-    // Enough calls that every point embeds at least sweep_min_texts texts (and `iterations` calls).
-    const int calls = std::max<int>(s.iterations, int((s.sweep_min_texts + batch[k] - 1) / batch[k]));
-    round_calls[k] = (calls + rounds - 1) / rounds;
-  }
+  for (size_t k = 0; k < n; ++k)  // and `iterations` calls a point over all rounds
+    round_calls[k] = std::max<int>(int((round_texts + batch[k] - 1) / batch[k]), (s.iterations + rounds - 1) / rounds);
   std::vector<std::optional<Measured>> best_round(n);
   std::vector<std::vector<double>> round_tput(n);
   std::vector<int> calls_run(n, 0);  // past round_calls where a time floor stretched a round
@@ -487,6 +490,8 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
   r["chosen"] = settings[chosen];
   r["chosen_texts_per_s"] = tput[chosen];
   r["tolerance"] = s.sweep_tolerance;
+  r["rounds"] = rounds;
+  r["round_texts"] = round_texts;
   r["rule"] = "smallest " + std::string(budgets ? "token budget" : "batch size") +
               " whose throughput (its best of " + std::to_string(rounds) +
               " interleaved rounds) is within the tolerance of the best point's";
