@@ -29,7 +29,7 @@ CONFIG = {
         {"kind": "throughput", "iterations": 3, "warmup": 1},
         {"kind": "memory", "batch_size": 64, "iterations": 2, "warmup": 1},
         {"kind": "comparison", "iterations": 5, "warmup": 1, "threads": [1, 2]},
-        {"kind": "sweep", "sweep_batch_sizes": [4, 32, 128], "sweep_min_texts": 256, "sweep_rounds": 5, "iterations": 2,
+        {"kind": "sweep", "sweep_batch_sizes": [4, 32, 128], "sweep_min_texts": 256, "sweep_rounds": 8, "iterations": 2,
          "warmup": 1},
     ],
 }
@@ -150,14 +150,16 @@ def test_sweep_choice_within_5pct_of_manual_best(full_run, embedkit_bin, tmp_pat
     sizes = [p["batch_size"] for p in sweep["points"]]
     assert sizes == [4, 32, 128]
     assert sweep["chosen"] in sizes
-    # Five interleaved rounds (this VM's runs swing by 15% within seconds: more chances at a quiet
-    # spell), every point keeping its best; in each round every point embeds the same texts, a
-    # multiple of the largest batch: ceil(256 / 5) → 128.
-    assert (sweep["rounds"], sweep["round_texts"]) == (5, 128)
+    # Eight interleaved rounds, every point keeping its best: this VM's speed swings by 15-30% from
+    # one 1.5-s run to the next (CPU time follows wall time, so it is the host's contention, not
+    # steal), and a best-of converges on each point's speed in the machine's fast spells only with
+    # enough tries (five let batch 128's one fast round beat 32's five slow ones). In each round every
+    # point embeds the same texts, a multiple of the largest batch: ceil(256 / 8) → 128.
+    assert (sweep["rounds"], sweep["round_texts"]) == (8, 128)
     for p in sweep["points"]:
-        assert len(p["round_texts_per_s"]) == p["rounds"] == 5
+        assert len(p["round_texts_per_s"]) == p["rounds"] == 8
         assert p["texts_per_s"] == max(p["round_texts_per_s"])
-        assert p["iterations"] == 5 * 128 // p["batch_size"]
+        assert p["iterations"] == 8 * 128 // p["batch_size"]
     best = max(sweep["points"], key=lambda p: p["texts_per_s"])
     assert sweep["best"] == best["batch_size"]
     chosen = next(p for p in sweep["points"] if p["batch_size"] == sweep["chosen"])
@@ -166,12 +168,13 @@ def test_sweep_choice_within_5pct_of_manual_best(full_run, embedkit_bin, tmp_pat
     # gave every point in a round (the corpus's first 128; its lengths are mixed, so another slice can
     # rank the sizes differently). On a shared 2-core runner another tenant can take a third of a run (CI saw
     # 14.2 then 19.3 texts/s for the same batch size in consecutive rounds), so each size keeps its best
-    # run (the usual best-of-n against interference, which only ever lowers a figure), and up to four
+    # run (the usual best-of-n against interference, which only ever lowers a figure), and up to eight
     # rounds are taken, each in the reverse order of the one before so that a slow spell does not
-    # always hit the same size; the sweep's choice is not re-made.
+    # always hit the same size; the sweep's choice is not re-made. More rounds sharpen the check both
+    # ways: a size truly 5% slower than another stays 5% slower in its best run.
     manual = {}
     order = list(sizes)
-    for round_ in range(4):
+    for round_ in range(8):
         for b in order:
             out = tmp_path / f"r{round_}b{b}"
             r = bench(embedkit_bin, "throughput", "--batch-size", b, "--iterations", sweep["round_texts"] // b,
