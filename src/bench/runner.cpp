@@ -433,6 +433,8 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
   std::vector<std::optional<Measured>> best_round(n);
   std::vector<std::vector<double>> round_tput(n);
   std::vector<int> calls_run(n, 0);  // past round_calls where a time floor stretched a round
+  // The time floor is shared out over the rounds; warm-up comes once per engine (below).
+  const double round_min_s = (s.min_seconds >= 0 ? s.min_seconds : eng.gpu ? kGpuMinSeconds : 0.0) / rounds;
   for (int round = 0; round < rounds; ++round) {
     for (size_t i = 0; i < n; ++i) {
       const size_t k = round % 2 == 0 ? i : n - 1 - i;
@@ -446,11 +448,9 @@ Value run_sweep(Engine& eng, const ScenarioSpec& s, const std::vector<std::strin
         owned = load_engine(o);
         e = &owned;
       }
-      // Warm-up once per engine; the time floor is shared out over the rounds.
-      const bool first = round == 0 || budgets;
-      const double min_s = (s.min_seconds >= 0 ? s.min_seconds : eng.gpu ? kGpuMinSeconds : 0.0) / rounds;
+      const bool first = round == 0 || budgets;  // a fresh engine, or this point's first round
       Measured m = measure(*e, corpus, batch[k], round_calls[k], first ? s.warmup : 0, first ? s.warmup_seconds : 0.0,
-                           min_s, opt,
+                           round_min_s, opt,
                            s.name + (budgets ? " budget " : " batch ") + std::to_string(settings[k]) + " round " +
                                std::to_string(round + 1) + "/" + std::to_string(rounds),
                            false);
